@@ -1,0 +1,60 @@
+# driftrec — one command surface. `make help` lists the targets; CI calls the same ones.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DRIFTREC := $(VENV)/bin/driftrec
+STAMP := $(VENV)/.installed-stamp
+PYTHON ?= python3
+DEMO_SPEED ?= 200
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup system-deps services up down status test unit lint typecheck bench demo clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip check
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install driftrec with its dev extras (quick when nothing changed)
+
+system-deps: ## install redis-server, Java and Maven where missing (apt)
+	@bash ops/scripts/install-system-deps.sh
+
+services: setup system-deps ## start local Kafka and Redis (idempotent)
+	$(DRIFTREC) up
+
+up: services ## alias of services
+
+down: ## stop the local Kafka and Redis
+	@test -x $(DRIFTREC) && $(DRIFTREC) down || true
+
+status: setup ## show the local services
+	$(DRIFTREC) status
+
+test: services ## install what is missing, start the services, run every test
+	$(PY) -m pytest --doctest-modules producers stream models online_update ops tests $(PYTEST_ARGS)
+
+unit: setup ## unit tests only (no Kafka/Redis needed)
+	$(PY) -m pytest --doctest-modules producers stream models online_update ops tests -m "not integration" $(PYTEST_ARGS)
+
+lint: setup ## ruff
+	$(VENV)/bin/ruff check .
+
+typecheck: setup ## mypy (strict on the packages)
+	$(VENV)/bin/mypy
+
+bench: services ## every benchmark, figures and ratios
+	$(DRIFTREC) bench replay --events 200000
+	$(DRIFTREC) bench train
+
+demo: services ## start everything and replay the default drifting log at a watchable speed
+	$(DRIFTREC) replay default --format synthetic --speed $(DEMO_SPEED)
+
+clean: down ## stop services and remove local state (.driftrec)
+	rm -rf .driftrec

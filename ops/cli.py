@@ -1,0 +1,163 @@
+"""The `driftrec` command: one surface for infrastructure, replay, evaluation and benchmarks.
+
+Every flag falls back to the ``DRIFTREC_*`` environment (ops.settings.Settings).
+Subcommands import their heavy dependencies (torch, faust) only when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from ops.settings import Settings, get_settings
+from producers.errors import DriftrecError
+
+__all__ = ["build_parser", "main"]
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _up(args: argparse.Namespace, settings: Settings) -> int:
+    from ops.infra import services_status, services_up
+
+    for line in services_up(settings):
+        print(line)
+    return 0 if all(s.healthy for s in services_status(settings)) else 1
+
+
+def _down(args: argparse.Namespace, settings: Settings) -> int:
+    from ops.infra import services_down
+
+    for line in services_down(settings):
+        print(line)
+    return 0
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from ops.infra import services_status
+
+    statuses = services_status(settings)
+    for status in statuses:
+        print(status.line())
+    return 0 if all(s.healthy for s in statuses) else 1
+
+
+def _speed(value: str) -> float | None:
+    if value == "max":
+        return None
+    try:
+        speed = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--speed takes a number > 0 or 'max', not {value!r}"
+        ) from None
+    if speed <= 0:
+        raise argparse.ArgumentTypeError("--speed must be > 0 (or 'max')")
+    return speed
+
+
+def _options(pairs: Sequence[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"--option takes KEY=VALUE, not {pair!r}")
+        options[key.strip()] = value.strip()
+    return options
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from producers.sources import open_source
+
+    from ops.progress import event_progress
+    from producers.replay import replay
+
+    records = open_source(args.source, args.format, limit=args.limit, options=_options(args.option))
+    with event_progress("replay", total=args.limit, enabled=not args.quiet) as advance:
+        summary = replay(records, settings, speed=args.speed, on_event=advance)
+    for line in summary.lines():
+        print(line)
+    return 1 if summary.rejected else 0
+
+
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from ops.bench import run_bench
+
+    return run_bench(args, settings)
+
+
+def _config(args: argparse.Namespace, settings: Settings) -> int:
+    for name, info in Settings.model_fields.items():
+        value = getattr(settings, name)
+        shown = "***" if "password" in name or ("token" in name and value) else value
+        print(f"DRIFTREC_{name.upper():<28} {shown!s:<28} {info.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftrec",
+        description="Stream-processing online-learning recommender (Kafka + faust + PyTorch).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(handler=handler)
+        return command
+
+    add("up", _up, "start local Kafka (KRaft) and Redis unless they already run")
+    add("down", _down, "stop the Kafka and Redis that `driftrec up` started")
+    add("status", _status, "show each service with address, pid and health")
+    add("config", _config, "print every setting with its environment variable")
+
+    replay = add("replay", _replay, "replay a click log into Kafka")
+    replay.add_argument(
+        "source", nargs="?", default="default", help="file, directory, or 'default' (synthetic)"
+    )
+    replay.add_argument(
+        "--format",
+        choices=["mind", "movielens", "csv", "jsonl", "synthetic"],
+        default=None,
+        help="log format (guessed from the path when omitted)",
+    )
+    replay.add_argument(
+        "--speed",
+        type=_speed,
+        default=None,
+        metavar="N|max",
+        help="N times the log's own clock, or max (default: max)",
+    )
+    replay.add_argument("--limit", type=int, default=None, help="stop after N events")
+    replay.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="reader option, e.g. user_id=uid for csv, seed=7 for synthetic",
+    )
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    bench = add("bench", _bench, "benchmarks that print figures and ratios (last line: JSON)")
+    bench.add_argument("what", choices=["replay", "train", "pipeline", "embed", "serve"])
+    bench.add_argument("--events", type=int, default=200_000, help="events to use")
+    bench.add_argument("--json", action="store_true", help="print only the JSON line")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args, get_settings()))
+    except DriftrecError as error:
+        print(f"driftrec: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("driftrec: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The one settings class of a driftrec process (environment prefix ``DRIFTREC_``).
+
+CLI flags fall back to these values; every field is documented because the
+README's settings table is generated from them (``driftrec config``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Where Kafka and Redis are, what the topics are called, where state lives."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIFTREC_", frozen=True, extra="forbid")
+
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port."
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis URL (registry, features, metrics)."
+    )
+    topic_events: str = Field(
+        "driftrec.events", description="Impressions, clicks, conversions, dwell (keyed by user)."
+    )
+    topic_items: str = Field("driftrec.items", description="Item catalog, compacted by item_id.")
+    topic_examples: str = Field("driftrec.examples", description="Labelled examples with features.")
+    topic_metrics: str = Field(
+        "driftrec.metrics", description="Per-task rolling metrics and drift alarms."
+    )
+    topic_deadletter: str = Field(
+        "driftrec.deadletter", description="Rejected records with the reason."
+    )
+    partitions: int = Field(4, ge=1, le=1024, description="Partitions for topics driftrec creates.")
+    replication_factor: int = Field(
+        1, ge=1, description="Replication factor for topics driftrec creates."
+    )
+    data_dir: Path = Field(
+        Path(".driftrec"), description="Local state: Kafka/Redis data, logs, checkpoints."
+    )
+    kafka_version: str = Field(
+        "3.9.1", description="Apache Kafka broker version `driftrec up` fetches."
+    )
+    kafka_heap: str = Field("768m", description="Java heap of the local Kafka broker (at most 1g).")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol, passed to every client."
+    )
+    kafka_sasl_mechanism: str | None = Field(
+        None, description="SASL mechanism (PLAIN, SCRAM-SHA-256, ...)."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL username.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for TLS to Kafka.")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client key for mutual TLS.")
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token for admin endpoints (promote, rollback); unset = admin disabled.",
+    )
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Security options in the keyword form kafka-python and aiokafka both accept."""
+        options: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_sasl_mechanism:
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            options["sasl_plain_username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password:
+            options["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            value = getattr(self, f"kafka_{key}")
+            if value:
+                options[key] = str(value)
+        return options
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return Settings()
