@@ -41,6 +41,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointMeta",
     "load_checkpoint",
+    "read_extra",
     "read_meta",
     "restore",
     "save_checkpoint",
@@ -75,8 +76,13 @@ def save_checkpoint(
     *,
     offsets: Mapping[str, int] | None = None,
     embedding_version: str = "",
+    extra: Mapping[str, torch.Tensor] | None = None,
 ) -> CheckpointMeta:
-    """Write ``learner`` to ``path`` atomically; return the metadata written."""
+    """Write ``learner`` to ``path`` atomically; return the metadata written.
+
+    ``extra`` holds caller state that must change together with the model (the
+    trainer's recently applied example ids); read it back with ``read_extra``.
+    """
     offsets = dict(offsets or {})
     if not all(isinstance(k, str) and type(v) is int for k, v in offsets.items()):
         raise CheckpointError("offsets must map str (e.g. 'topic:partition') to int offsets")
@@ -92,7 +98,7 @@ def save_checkpoint(
         alarms=[a.to_dict() for a in learner.alarms],
         created_at=datetime.now(UTC).isoformat(),
     )
-    payload = {"meta": json.dumps(asdict(meta)), **_state(learner)}
+    payload = {"meta": json.dumps(asdict(meta)), **_state(learner), "extra": dict(extra or {})}
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -130,6 +136,12 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], CheckpointMeta]
             f"{FORMAT_VERSION}"
         )
     return payload, meta
+
+
+def read_extra(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The ``extra`` tensors saved with the checkpoint at ``path`` (empty if none)."""
+    extra = _read(path)[0].get("extra", {})
+    return {str(k): v for k, v in extra.items() if isinstance(v, torch.Tensor)}
 
 
 def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta:

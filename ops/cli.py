@@ -68,10 +68,9 @@ def _options(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    from producers.sources import open_source
-
     from ops.progress import event_progress
     from producers.replay import replay
+    from producers.sources import open_source
 
     records = open_source(args.source, args.format, limit=args.limit, options=_options(args.option))
     with event_progress("replay", total=args.limit, enabled=not args.quiet) as advance:
@@ -79,6 +78,20 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     for line in summary.lines():
         print(line)
     return 1 if summary.rejected else 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from faust import Worker
+
+    from producers.kafka_io import ensure_topics
+
+    # faust only subscribes to topics that exist when it starts; create ours first.
+    ensure_topics(settings)
+    from stream.app import app
+
+    worker = Worker(app, loglevel=args.loglevel, quiet=True)
+    worker.execute_from_commandline()
+    return 0
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -138,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="reader option, e.g. user_id=uid for csv, seed=7 for synthetic",
     )
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    worker = add("worker", _worker, "run the faust worker: joiner, features and trainer agents")
+    worker.add_argument(
+        "--loglevel", default="info", choices=["crit", "error", "warn", "info", "debug"]
+    )
 
     bench = add("bench", _bench, "benchmarks that print figures and ratios (last line: JSON)")
     bench.add_argument("what", choices=["replay", "train", "pipeline", "embed", "serve"])

@@ -60,6 +60,35 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for TLS to Kafka.")
     kafka_ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
     kafka_ssl_keyfile: Path | None = Field(None, description="Client key for mutual TLS.")
+    app_id: str = Field("driftrec", description="faust app id (the consumer group of the workers).")
+    redis_prefix: str = Field("driftrec:", description="Prefix of every Redis key driftrec writes.")
+    click_window_s: float = Field(
+        1800.0, gt=0, description="Attribution window for clicks, seconds of event time."
+    )
+    conversion_window_s: float = Field(
+        7200.0, gt=0, description="Attribution window for conversions and dwell (>= click window)."
+    )
+    take_max: int = Field(2000, ge=1, description="Most events an agent takes per batch.")
+    take_within_s: float = Field(
+        0.25, gt=0, description="Longest an agent waits to fill a batch, seconds."
+    )
+    snapshot_every_s: float = Field(
+        2.0, gt=0, description="Joiner state snapshot (and offset commit) cadence, seconds."
+    )
+    checkpoint_every_examples: int = Field(
+        20_000, ge=1, description="Trainer checkpoint cadence in examples (whichever comes first)."
+    )
+    checkpoint_every_s: float = Field(
+        30.0, gt=0, description="Trainer checkpoint cadence in seconds."
+    )
+    model_arch: Literal["mmoe", "ple", "shared-bottom"] = Field(
+        "mmoe", description="Multi-task architecture."
+    )
+    text_model: str = Field(
+        "minilm",
+        description="Text encoder: minilm (packaged), hashing[:dim], or a local HF model directory.",
+    )
+    web_port: int = Field(6066, ge=0, description="faust worker web port (0 = disabled).")
     admin_token: SecretStr | None = Field(
         None,
         description="Bearer token for admin endpoints (promote, rollback); unset = admin disabled.",

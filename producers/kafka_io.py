@@ -69,10 +69,13 @@ def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> lis
     try:
         existing = set(admin.list_topics())
         missing = [n for n in wanted if n not in existing]
+        # Events and items spread over partitions; examples stay in one partition so the
+        # trainer (one writer per model) sees them in emission order.
+        spread = {settings.topic_events, settings.topic_items}
         topics = [
             NewTopic(
                 name=name,
-                num_partitions=settings.partitions,
+                num_partitions=settings.partitions if name in spread else 1,
                 replication_factor=settings.replication_factor,
                 topic_configs={"cleanup.policy": "compact"} if name == settings.topic_items else {},
             )

@@ -1,0 +1,36 @@
+"""`driftrec bench ...`: benchmarks that measure a figure and its baseline in one run.
+
+Each prints a short table and, as its last line, one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+from ops.settings import Settings
+
+__all__ = ["print_result", "run_bench"]
+
+
+def print_result(result: dict[str, Any], json_only: bool) -> None:
+    if not json_only:
+        for key, value in result.items():
+            shown = f"{value:,.2f}" if isinstance(value, float) else str(value)
+            print(f"  {key:<28} {shown}")
+    print(json.dumps(result, sort_keys=False))
+
+
+def run_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from ops.bench import replay
+
+    benches: dict[str, Callable[[argparse.Namespace, Settings], dict[str, Any]]] = {
+        "replay": replay.bench_replay,
+    }
+    if args.what not in benches:
+        print(f"driftrec bench {args.what}: not available in this version")
+        return 2
+    print_result(benches[args.what](args, settings), args.json)
+    return 0

@@ -1,0 +1,92 @@
+"""The faust app: topics, consumer settings, and the agents registered on it.
+
+``faust -A stream.app worker`` and ``driftrec worker`` both start this app. The
+consumer settings are chosen on purpose (values in seconds):
+
+- ``processing_guarantee="at_least_once"``: faust's ``exactly_once`` has many open
+  bugs; instead the agents ack a message only once its effect is durable (joiner
+  snapshot, trainer checkpoint) and the sinks are idempotent (examples carry their
+  impression's event id, which the trainer deduplicates).
+- ``broker_session_timeout=10``, ``broker_heartbeat_interval=2``: a killed worker
+  is noticed and its partitions move within ~10 s, without flapping on a busy host.
+- ``broker_max_poll_interval=300``: torch work runs in an executor, but a long
+  checkpoint must never get a healthy worker kicked out of the group.
+- ``broker_commit_interval=1``: acked offsets reach Kafka within a second.
+- ``stream_recovery_delay=0.5``: start consuming soon after a rebalance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from ops.settings import Settings, get_settings
+
+__all__ = ["app", "create_app"]
+
+
+def _credentials(settings: Settings) -> Any:
+    protocol = settings.kafka_security_protocol
+    if protocol.startswith("SASL") and settings.kafka_sasl_username:
+        password = (
+            settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+        )
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=password,
+            mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+            ssl_context=_ssl_context(settings) if protocol == "SASL_SSL" else None,
+        )
+    if protocol == "SSL":
+        return faust.SSLCredentials(_ssl_context(settings))
+    return None
+
+
+def _ssl_context(settings: Settings) -> Any:
+    import ssl
+
+    context = ssl.create_default_context(
+        cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+    )
+    if settings.kafka_ssl_certfile:
+        context.load_cert_chain(
+            str(settings.kafka_ssl_certfile),
+            str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+        )
+    return context
+
+
+def create_app(settings: Settings) -> faust.App:
+    """A faust app wired to ``settings`` with every driftrec agent registered."""
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        processing_guarantee="at_least_once",
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
+        broker_max_poll_interval=300.0,
+        broker_commit_interval=1.0,
+        stream_recovery_delay=0.5,
+        stream_wait_empty=False,
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        producer_linger=0.005,
+        web_enabled=settings.web_port > 0,
+        web_port=max(settings.web_port, 1),
+        web_bind="127.0.0.1",
+        datadir=str(settings.data_dir / "faust"),
+    )
+    from stream.join_agent import register_joiner
+    from stream.train_agent import register_trainer
+
+    register_joiner(app, settings)
+    register_trainer(app, settings)
+    return app
+
+
+app = create_app(get_settings())

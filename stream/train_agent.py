@@ -1,0 +1,153 @@
+"""The trainer agent: labelled examples in, model updates, metrics and checkpoints out.
+
+The examples topic has one partition, so exactly one worker of the group runs the
+trainer at a time (one writer per model). Messages are taken without auto-ack and
+acked only after a checkpoint covers them; torch work runs in a single-thread
+executor so heartbeats and rebalances are never starved. A timer checkpoints when
+the stream goes quiet, so the tail of a replay is never left uncovered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import faust
+import redis
+import torch
+
+from online_update.registry import ModelRegistry
+from online_update.trainer import Trainer, default_learner_config
+from online_update.vector_store import RedisVectorStore
+from ops.settings import Settings
+from producers.schemas import encode
+
+__all__ = ["build_trainer", "register_trainer"]
+
+log = logging.getLogger(__name__)
+
+
+def build_trainer(settings: Settings, client: redis.Redis) -> Trainer:
+    """A trainer for ``settings``, resumed from its last checkpoint when there is one."""
+    # Contended cores make torch's intra-op threads fight; one thread is faster here.
+    torch.set_num_threads(1)
+    vectors = RedisVectorStore(client, prefix=f"{settings.redis_prefix}emb:")
+    active = vectors.active_version()
+    described = vectors.describe(active) if active else None
+    text_dim = int(described["dim"]) if described else 384
+    registry = ModelRegistry(
+        client, settings.data_dir / "registry", prefix=f"{settings.redis_prefix}registry:"
+    )
+    trainer = Trainer(
+        learner_config=default_learner_config(settings.model_arch, text_dim),
+        registry=registry,
+        vectors=vectors,
+        checkpoint_path=Path(settings.data_dir) / "trainer" / f"{settings.app_id}.pt",
+        topic=settings.topic_examples,
+    )
+    trainer.resume()
+    return trainer
+
+
+class _TrainerLoop:
+    """State the agent and its timer share (both run on the event loop)."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.settings = settings
+        self.client = redis.Redis.from_url(settings.redis_url)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftrec-trainer")
+        self.metrics = app.topic(
+            settings.topic_metrics, key_serializer="raw", value_serializer="raw", partitions=1
+        )
+        self.dead = app.topic(
+            settings.topic_deadletter, key_serializer="raw", value_serializer="raw", partitions=1
+        )
+        self.trainer: Trainer | None = None
+        self.stream: Any = None
+        self.unacked: list[Any] = []
+        self.lock = asyncio.Lock()
+        self.last_status = 0.0
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def start(self, stream: Any) -> Trainer:
+        self.stream = stream
+        self.unacked.clear()
+        self.trainer = await self._run(build_trainer, self.settings, self.client)
+        return self.trainer
+
+    async def handle(self, trainer: Trainer, events: list[Any]) -> None:
+        now = time.time()
+        # faust gives the Kafka message timestamp (the joiner's send time) in seconds.
+        messages = [
+            (e.message.partition, e.message.offset, e.value, e.message.timestamp or now)
+            for e in events
+        ]
+        async with self.lock:
+            prepared = trainer.prepare(messages)
+            for letter in prepared.dead_letters:
+                await self.dead.send(key=b"trainer", value=encode(letter))
+            result = await self._run(trainer.learn, prepared)
+            self.unacked.extend(events)
+            for alarm in result.alarms if result is not None else ():
+                log.warning(
+                    "drift alarm: %s on %s at example %d",
+                    alarm.detector,
+                    alarm.task,
+                    alarm.example_index,
+                )
+            if trainer.checkpoint_due(
+                self.settings.checkpoint_every_examples, self.settings.checkpoint_every_s
+            ):
+                await self._checkpoint(trainer)
+            await self.publish_status(force=False)
+
+    async def _checkpoint(self, trainer: Trainer) -> None:
+        info = await self._run(trainer.checkpoint)
+        log.info("checkpoint %s at examples offsets %s", info.version, trainer.offsets)
+        for event in self.unacked:
+            await self.stream.ack(event)
+        self.unacked.clear()
+
+    async def when_quiet(self) -> None:
+        trainer = self.trainer
+        if trainer is None:
+            return
+        async with self.lock:
+            if trainer.checkpoint_due(
+                self.settings.checkpoint_every_examples, self.settings.checkpoint_every_s
+            ):
+                await self._checkpoint(trainer)
+            await self.publish_status(force=True)
+
+    async def publish_status(self, force: bool) -> None:
+        if self.trainer is None or (not force and time.monotonic() - self.last_status < 1.0):
+            return
+        payload = json.dumps({"ts": time.time(), **self.trainer.status()}).encode()
+        self.client.set(f"{self.settings.redis_prefix}metrics:trainer", payload)
+        await self.metrics.send(key=b"trainer", value=payload)
+        self.last_status = time.monotonic()
+
+
+def register_trainer(app: faust.App, settings: Settings) -> None:
+    """Register the trainer agent and its quiet-time checkpoint timer on ``app``."""
+    examples = app.topic(
+        settings.topic_examples, key_serializer="raw", value_serializer="raw", partitions=1
+    )
+    loop = _TrainerLoop(app, settings)
+
+    @app.agent(examples, name="trainer")
+    async def trainer_agent(stream: faust.StreamT[bytes]) -> None:
+        trainer = await loop.start(stream)
+        async for events in stream.noack_take(settings.take_max, within=settings.take_within_s):
+            await loop.handle(trainer, list(events))
+
+    @app.timer(max(1.0, settings.checkpoint_every_s / 4))
+    async def checkpoint_when_quiet() -> None:
+        await loop.when_quiet()
