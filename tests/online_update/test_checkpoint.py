@@ -13,7 +13,13 @@ import torch
 from models import ModelConfig
 from models.synthetic import StreamSpec, SyntheticStream
 from online_update import checkpoint as ckpt
-from online_update.checkpoint import CheckpointError, load_checkpoint, read_meta, save_checkpoint
+from online_update.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_extra,
+    read_meta,
+    save_checkpoint,
+)
 from online_update.drift import Alarm
 from online_update.learner import LearnerConfig, OnlineLearner
 from producers.errors import DriftrecError
@@ -40,7 +46,7 @@ def test_file_is_plain_tensors_and_json(learner: OnlineLearner, tmp_path: Path) 
         learner, path, offsets={"driftrec.examples:3": 1200}, embedding_version="minilm@v2"
     )
     payload = torch.load(path, weights_only=True)  # no pickled code or river objects
-    assert set(payload) == {"meta", "model", "balancer", "optimizers", "pending", "metrics"}
+    assert set(payload) == {"meta", "model", "balancer", "optimizers", "pending", "metrics", "extra"}
     stored = json.loads(payload["meta"])
     json.dumps(stored, allow_nan=False)  # strict JSON: undefined metrics are null
     assert stored["offsets"] == {"driftrec.examples:3": 1200}
@@ -49,6 +55,15 @@ def test_file_is_plain_tensors_and_json(learner: OnlineLearner, tmp_path: Path) 
     assert LearnerConfig.from_dict(stored["config"]) == CFG
     assert read_meta(path) == meta
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temp file left
+
+
+def test_extra_state_travels_with_the_checkpoint(learner: OnlineLearner, tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    ids = torch.tensor([7, -3, 2**62], dtype=torch.int64)
+    save_checkpoint(learner, path, extra={"applied": ids})
+    assert torch.equal(read_extra(path)["applied"], ids)
+    save_checkpoint(learner, path)
+    assert read_extra(path) == {}
 
 
 def test_load_without_config_uses_the_stored_one(learner: OnlineLearner, tmp_path: Path) -> None:
