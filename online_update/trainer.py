@@ -31,6 +31,7 @@ from online_update.checkpoint import load_checkpoint, read_extra, save_checkpoin
 from online_update.learner import LearnerConfig, OnlineLearner, StepResult
 from online_update.promotion import PromotionPolicy
 from online_update.registry import ModelRegistry, VersionInfo
+from online_update.text_switch import adopt_embedding_version, paired_sample
 from online_update.vector_store import RedisVectorStore
 from producers.errors import InvalidEvent
 from producers.schemas import DeadLetter, Example
@@ -110,6 +111,8 @@ class Trainer:
         self.last_checkpoint_at = time.monotonic()
         self.examples_at_checkpoint = 0
         self.last_version: VersionInfo | None = None
+        #: The embedding version this learner trains in; never simply "the active one".
+        self.embedding_version: str | None = vectors.active_version()
 
     # -- recovery ---------------------------------------------------------------------------
 
@@ -129,6 +132,8 @@ class Trainer:
             extra.get("applied", torch.empty(0, dtype=torch.int64))
         )
         self.examples_at_checkpoint = learner.examples_seen
+        self.embedding_version = meta.embedding_version or self.vectors.active_version()
+        self._set_text_dim(learner.config.model.text_dim)
         active = self.registry.active()
         self.parent = active.version if active else None
         log.info(
@@ -168,13 +173,34 @@ class Trainer:
             out.produced_at.append(produced_at)
         return out
 
+    def _set_text_dim(self, dim: int) -> None:
+        if dim != self.text_dim:
+            self.text_dim = dim
+            self.encoder = FeatureEncoder(dim)
+
+    def follow_embedding_version(self) -> str | None:
+        """Move the learner to the active embedding version if it changed (between batches).
+
+        Returns how the switch was made, or None when there was nothing to do.
+        """
+        active = self.vectors.active_version()
+        if active is None or active == self.embedding_version:
+            return None
+        described = self.vectors.describe(active) or {}
+        new_dim = int(described.get("dim", self.text_dim))
+        old = self.embedding_version
+        pairs = paired_sample(self.vectors, old, active, self.text_dim, new_dim) if old else None
+        self.learner, report = adopt_embedding_version(self.learner, new_dim, pairs=pairs)
+        self._set_text_dim(new_dim)
+        self.embedding_version = active
+        log.warning("trainer moved from embedding version %s to %s: %s", old, active, report)
+        return str(report)
+
     def text_lookup(self, item_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        version = self.vectors.active_version()
-        if version is None:
-            return np.zeros((len(item_ids), self.text_dim), np.float32), np.zeros(
-                len(item_ids), bool
-            )
-        return self.vectors.get(version, item_ids, self.text_dim)
+        if self.embedding_version is None:
+            empty = np.zeros((len(item_ids), self.text_dim), np.float32)
+            return empty, np.zeros(len(item_ids), bool)
+        return self.vectors.get(self.embedding_version, item_ids, self.text_dim)
 
     def learn(self, batch: TrainerBatch) -> StepResult | None:
         """Apply the batch (blocking torch work: call it from an executor)."""
@@ -182,6 +208,7 @@ class Trainer:
             self.offsets[partition] = max(offset, self.offsets.get(partition, -1))
         if not batch.examples:
             return None
+        self.follow_embedding_version()
         tensors = self.encoder.examples_to_batch(batch.examples, self.text_lookup)
         result = self.learner.learn_many(tensors)
         for example in batch.examples:
@@ -200,7 +227,7 @@ class Trainer:
 
     def checkpoint(self) -> VersionInfo:
         """Write the checkpoint (model + offset + applied ids), publish it, maybe promote it."""
-        embedding_version = self.vectors.active_version() or ""
+        embedding_version = self.embedding_version or ""
         meta = save_checkpoint(
             self.learner,
             self.checkpoint_path,
