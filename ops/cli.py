@@ -87,10 +87,17 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
     # faust only subscribes to topics that exist when it starts; create ours first.
     ensure_topics(settings)
-    from stream.app import app
+    from stream.app import create_app
 
-    worker = Worker(app, loglevel=args.loglevel, quiet=True)
+    worker = Worker(create_app(settings, args.role), loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()
+    return 0
+
+
+def _watch(args: argparse.Namespace, settings: Settings) -> int:
+    from ops.watch import watch
+
+    watch(settings, once=args.once, interval=args.interval)
     return 0
 
 
@@ -156,6 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--loglevel", default="info", choices=["crit", "error", "warn", "info", "debug"]
     )
+    worker.add_argument(
+        "--role",
+        default="all",
+        choices=["all", "joiner", "trainer"],
+        help="run every agent, or only the joiner or only the trainer (own process and group)",
+    )
+
+    watch = add(
+        "watch", _watch, "live view: per-task rolling metrics, rates, drift alarms, checkpoints"
+    )
+    watch.add_argument("--once", action="store_true", help="print one reading and exit")
+    watch.add_argument("--interval", type=float, default=1.0, help="seconds between readings")
 
     bench = add("bench", _bench, "benchmarks that print figures and ratios (last line: JSON)")
     bench.add_argument("what", choices=["replay", "train", "pipeline", "embed", "serve"])

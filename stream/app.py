@@ -13,6 +13,8 @@ consumer settings are chosen on purpose (values in seconds):
   checkpoint must never get a healthy worker kicked out of the group.
 - ``broker_commit_interval=1``: acked offsets reach Kafka within a second.
 - ``stream_recovery_delay=0.5``: start consuming soon after a rebalance.
+- ``stream_buffer_maxsize=131072``: agents ack only after a snapshot or checkpoint,
+  so faust's back pressure must allow a few seconds of unacked traffic.
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ import faust
 
 from ops.settings import Settings, get_settings
 
-__all__ = ["app", "create_app"]
+__all__ = ["ROLES", "create_app"]  # and `app`, built lazily by __getattr__
+
+#: What a worker runs: everything, or one side of the pipeline in its own process
+#: (the trainer then has its own consumer group, ``<app_id>-trainer``).
+ROLES = ("all", "joiner", "trainer")
 
 
 def _credentials(settings: Settings) -> Any:
@@ -57,11 +63,15 @@ def _ssl_context(settings: Settings) -> Any:
     return context
 
 
-def create_app(settings: Settings) -> faust.App:
-    """A faust app wired to ``settings`` with every driftrec agent registered."""
-    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+def create_app(settings: Settings, role: str = "all") -> faust.App:
+    """A faust app wired to ``settings`` with the agents of ``role`` registered."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, not {role!r}")
+    app_id = f"{settings.app_id}-trainer" if role == "trainer" else settings.app_id
+    datadir = settings.data_dir / "faust" / role
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        settings.app_id,
+        app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
         broker_credentials=_credentials(settings),
         store="memory://",
@@ -72,6 +82,9 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_interval=1.0,
         stream_recovery_delay=0.5,
         stream_wait_empty=False,
+        # Messages stay unacked until the next snapshot/checkpoint, so the prefetch
+        # buffer must hold a few seconds of traffic or consumption stalls.
+        stream_buffer_maxsize=131_072,
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
@@ -79,14 +92,21 @@ def create_app(settings: Settings) -> faust.App:
         web_enabled=settings.web_port > 0,
         web_port=max(settings.web_port, 1),
         web_bind="127.0.0.1",
-        datadir=str(settings.data_dir / "faust"),
+        datadir=str(datadir),
     )
     from stream.join_agent import register_joiner
     from stream.train_agent import register_trainer
 
-    register_joiner(app, settings)
-    register_trainer(app, settings)
+    if role in ("all", "joiner"):
+        register_joiner(app, settings)
+    if role in ("all", "trainer"):
+        register_trainer(app, settings)
     return app
 
 
-app = create_app(get_settings())
+def __getattr__(name: str) -> Any:
+    """``stream.app.app`` for ``faust -A stream.app worker``, built on first use only."""
+    if name == "app":
+        globals()["app"] = built = create_app(get_settings())
+        return built
+    raise AttributeError(name)

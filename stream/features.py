@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -193,6 +193,28 @@ class FeatureState:
                 for iid, c in self._items.items()
             },
             "catalog": {iid: list(entry) for iid, entry in self._catalog.items()},
+        }
+
+    def subset(self, user_ids: Iterable[str], item_ids: Iterable[str]) -> dict[str, Any]:
+        """``to_dict()`` restricted to these users and items (unknown ids are left out).
+
+        A feature store writes these entries; ``from_dict`` on them gives a state whose
+        ``lookup`` for these ids equals this one's.
+        """
+        users = {u: self._users[u] for u in user_ids if u in self._users}
+        wanted = set(item_ids)
+        items = {i: self._items[i] for i in wanted if i in self._items}
+        return {
+            "version": 1,
+            "users": {
+                uid: [u.impressions, u.clicks, [list(r) for r in u.recent]]
+                for uid, u in users.items()
+            },
+            "items": {
+                iid: [c.impressions, c.clicks, c.decayed_impressions, c.decayed_clicks, c.ref_us]
+                for iid, c in items.items()
+            },
+            "catalog": {iid: list(self._catalog[iid]) for iid in wanted if iid in self._catalog},
         }
 
     @classmethod

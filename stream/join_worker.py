@@ -20,21 +20,34 @@ import json
 import time
 import zlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from ops.settings import Settings
 from producers.errors import InvalidEvent
-from producers.schemas import DeadLetter, Example, Impression, decode_event
+from producers.schemas import (
+    Click,
+    Conversion,
+    DeadLetter,
+    Dwell,
+    Example,
+    Impression,
+    Item,
+    decode_event,
+)
 from stream.catalog import Catalog
 from stream.deadletters import dead_letter
 from stream.features import FeatureState
 from stream.joiner import JoinerConfig, JoinerState, Rejection, handle
 
-__all__ = ["JoinOutput", "JoinWorker", "PartitionState", "joiner_config"]
+if TYPE_CHECKING:
+    from producers.records import Record
+
+__all__ = ["JoinOutput", "JoinWorker", "PartitionState", "expected_examples", "joiner_config"]
 
 
 def joiner_config(settings: Settings) -> JoinerConfig:
@@ -85,6 +98,8 @@ class JoinWorker:
         self.config = joiner_config(settings)
         self.key = f"{settings.redis_prefix}stream:{settings.app_id}:{settings.topic_events}:p"
         self.states: dict[int, PartitionState] = {}
+        #: Partitions this worker owns (None until the first assignment: all of them).
+        self.owned: set[int] | None = None
         self.counts: Counter[str] = Counter()
         self.last_snapshot = time.monotonic()
 
@@ -101,6 +116,7 @@ class JoinWorker:
 
     def keep_only(self, partitions: set[int]) -> None:
         """After a rebalance: forget partitions we no longer own (the new owner reloads them)."""
+        self.owned = set(partitions)
         for partition in list(self.states):
             if partition not in partitions:
                 del self.states[partition]
@@ -110,6 +126,12 @@ class JoinWorker:
         out = JoinOutput()
         topic = self.settings.topic_events
         for partition, offset, value in messages:
+            if self.owned is not None and partition not in self.owned:
+                # Taken before a rebalance moved the partition away: its new owner
+                # replays it from the committed offset; touching it here would let a
+                # stale snapshot of ours overwrite the new owner's.
+                out.skipped += 1
+                continue
             state = self.state_for(partition)
             if offset <= state.offset:
                 out.skipped += 1
@@ -161,3 +183,27 @@ class JoinWorker:
         if keys:
             self.redis.delete(*keys)
         self.states.clear()
+
+
+def expected_examples(records: Iterable[Record], settings: Settings) -> list[str]:
+    """Impression ids the stream will emit for ``records``: one joiner per partition,
+    with users keyed to partitions the way the replay's producer keys them. The
+    reference that tests and `driftrec bench pipeline` compare the live stream to."""
+    from kafka.partitioner.default import murmur2
+
+    config = joiner_config(settings)
+    states = [(JoinerState(config), FeatureState()) for _ in range(settings.partitions)]
+    emitted: list[str] = []
+    for record in records:
+        if isinstance(record, Item) or not isinstance(
+            record, Impression | Click | Conversion | Dwell
+        ):
+            continue
+        partition = (murmur2(record.user_id.encode()) & 0x7FFFFFFF) % settings.partitions
+        joiner, features = states[partition]
+        emitted += [
+            o.impression.event_id
+            for o in handle(record, joiner, features)
+            if not isinstance(o, Rejection)
+        ]
+    return emitted

@@ -72,17 +72,30 @@ class _TrainerLoop:
         self.unacked: list[Any] = []
         self.lock = asyncio.Lock()
         self.last_status = 0.0
+        #: Whether this worker owns the examples partition (None before the first assignment).
+        self.owned: bool | None = None
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def start(self, stream: Any) -> Trainer:
-        self.stream = stream
-        self.unacked.clear()
-        self.trainer = await self._run(build_trainer, self.settings, self.client)
+    async def _trainer(self) -> Trainer:
+        """The trainer, (re)built from the last checkpoint when this worker (re)gains the topic."""
+        if self.trainer is None:
+            self.trainer = await self._run(build_trainer, self.settings, self.client)
         return self.trainer
 
-    async def handle(self, trainer: Trainer, events: list[Any]) -> None:
+    def release(self) -> None:
+        """The examples partition moved to another worker: stop writing anything.
+
+        Its new owner resumes from the last checkpoint; our unacked messages are
+        redelivered there, and a checkpoint of ours now would overwrite its work.
+        """
+        self.trainer = None
+        self.unacked.clear()
+        self.owned = False
+
+    async def handle(self, stream: Any, events: list[Any]) -> None:
+        self.stream = stream
         now = time.time()
         # faust gives the Kafka message timestamp (the joiner's send time) in seconds.
         messages = [
@@ -90,6 +103,9 @@ class _TrainerLoop:
             for e in events
         ]
         async with self.lock:
+            if self.owned is False:
+                return  # taken before the partition moved away; its new owner replays it
+            trainer = await self._trainer()
             prepared = trainer.prepare(messages)
             for letter in prepared.dead_letters:
                 await self.dead.send(key=b"trainer", value=encode(letter))
@@ -116,10 +132,10 @@ class _TrainerLoop:
         self.unacked.clear()
 
     async def when_quiet(self) -> None:
-        trainer = self.trainer
-        if trainer is None:
-            return
         async with self.lock:
+            trainer = self.trainer
+            if trainer is None:
+                return
             if trainer.checkpoint_due(
                 self.settings.checkpoint_every_examples, self.settings.checkpoint_every_s
             ):
@@ -144,10 +160,17 @@ def register_trainer(app: faust.App, settings: Settings) -> None:
 
     @app.agent(examples, name="trainer")
     async def trainer_agent(stream: faust.StreamT[bytes]) -> None:
-        trainer = await loop.start(stream)
         async for events in stream.noack_take(settings.take_max, within=settings.take_within_s):
-            await loop.handle(trainer, list(events))
+            await loop.handle(stream, list(events))
 
     @app.timer(max(1.0, settings.checkpoint_every_s / 4))
     async def checkpoint_when_quiet() -> None:
         await loop.when_quiet()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+        async with loop.lock:
+            if any(tp.topic == settings.topic_examples for tp in assigned):
+                loop.owned = True
+            else:
+                loop.release()

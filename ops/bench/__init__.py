@@ -24,10 +24,15 @@ def print_result(result: dict[str, Any], json_only: bool) -> None:
 
 
 def run_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from ops.bench import replay
+    import importlib
 
+    module = importlib.import_module(f"ops.bench.{args.what}")
     benches: dict[str, Callable[[argparse.Namespace, Settings], dict[str, Any]]] = {
-        "replay": replay.bench_replay,
+        "replay": getattr(module, "bench_replay", None),
+        "train": getattr(module, "bench_train", None),
+        "pipeline": getattr(module, "bench_pipeline", None),
+        "embed": getattr(module, "bench_embed", None),
+        "serve": getattr(module, "bench_serve", None),
     }
     if args.what not in benches:
         print(f"driftrec bench {args.what}: not available in this version")

@@ -15,7 +15,7 @@ from kafka import KafkaConsumer
 from ops.settings import Settings
 from producers.kafka_io import ensure_topics, make_producer
 from producers.schemas import Click, Impression, Item, encode
-from tests.stream.pipeline_harness import WorkerProcess, trainer_status
+from tests.stream.pipeline_harness import WorkerProcess, start_worker, trainer_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -32,7 +32,7 @@ def pipeline(isolated: Settings, redis_prefix: str) -> Settings:
 @pytest.fixture
 def worker(pipeline: Settings, tmp_path: Path) -> Iterator[WorkerProcess]:
     ensure_topics(pipeline)
-    process = WorkerProcess(pipeline, tmp_path / "data", tmp_path / "worker.log")
+    process = start_worker(pipeline, tmp_path / "data", tmp_path / "worker.log")
     yield process
     process.stop()
 

@@ -16,10 +16,11 @@ import pytest
 from ops.settings import Settings
 from producers.replay import replay
 from producers.sources import open_source
+from stream.join_worker import expected_examples
 from tests.stream.pipeline_harness import (
     WorkerProcess,
     joiner_statuses,
-    oracle_examples,
+    start_worker,
     trainer_status,
     wait_for_examples,
 )
@@ -45,13 +46,13 @@ def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
         worker.stop()
 
 
-def test_uninterrupted_run_applies_exactly_the_oracle_examples(
+def test_uninterrupted_run_applies_exactly_the_expected_examples(
     pipeline: Settings, workers: list[WorkerProcess], tmp_path: Path
 ) -> None:
-    expected = oracle_examples(open_source("default", "synthetic", options=LOG_OPTIONS), pipeline)
+    expected = expected_examples(open_source("default", "synthetic", options=LOG_OPTIONS), pipeline)
     assert len(expected) == len(set(expected)) > 5000
     replay(open_source("default", "synthetic", options=LOG_OPTIONS), pipeline)
-    workers.append(WorkerProcess(pipeline, tmp_path / "data", tmp_path / "worker.log"))
+    workers.append(start_worker(pipeline, tmp_path / "data", tmp_path / "worker.log"))
     assert wait_for_examples(pipeline, len(expected), 180, workers) == len(expected)
 
 
@@ -59,8 +60,8 @@ def test_kill_minus_nine_mid_replay_loses_and_duplicates_nothing(
     pipeline: Settings, workers: list[WorkerProcess], tmp_path: Path
 ) -> None:
     records = list(open_source("default", "synthetic", options=LOG_OPTIONS))
-    expected = oracle_examples(records, pipeline)
-    first = WorkerProcess(pipeline, tmp_path / "data", tmp_path / "worker1.log")
+    expected = expected_examples(records, pipeline)
+    first = start_worker(pipeline, tmp_path / "data", tmp_path / "worker1.log")
     workers.append(first)
     half = len(records) // 2
     replay(records[:half], pipeline)
@@ -71,7 +72,7 @@ def test_kill_minus_nine_mid_replay_loses_and_duplicates_nothing(
         time.sleep(0.2)
     first.kill()
     replay(records[half:], pipeline)
-    second = WorkerProcess(pipeline, tmp_path / "data", tmp_path / "worker2.log")
+    second = start_worker(pipeline, tmp_path / "data", tmp_path / "worker2.log")
     workers.append(second)
     assert wait_for_examples(pipeline, len(expected), 240, [second]) == len(expected)
 
@@ -80,9 +81,9 @@ def test_two_workers_share_the_joiner_and_counts_add_up(
     pipeline: Settings, workers: list[WorkerProcess], tmp_path: Path
 ) -> None:
     records = list(open_source("default", "synthetic", options=LOG_OPTIONS))
-    expected = oracle_examples(records, pipeline)
-    workers.append(WorkerProcess(pipeline, tmp_path / "data", tmp_path / "w1.log"))
-    workers.append(WorkerProcess(pipeline, tmp_path / "data", tmp_path / "w2.log"))
+    expected = expected_examples(records, pipeline)
+    workers.append(start_worker(pipeline, tmp_path / "data", tmp_path / "w1.log"))
+    workers.append(start_worker(pipeline, tmp_path / "data", tmp_path / "w2.log"))
     time.sleep(8)  # both join the group before data flows
     summary = replay(records, pipeline)
     assert wait_for_examples(pipeline, len(expected), 240, workers) == len(expected)
