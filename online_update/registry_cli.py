@@ -28,9 +28,14 @@ __all__ = [
 
 
 def open_registry(settings: Settings, artifact_dir: Path | None = None) -> ModelRegistry:
-    """The registry at ``settings.redis_url``; artifacts default to ``<data_dir>/registry``."""
+    """The registry at ``settings.redis_url`` under ``<redis_prefix>registry:``; artifacts
+    default to ``<data_dir>/registry``. The trainer, the server and the CLI all use this."""
     client = redis.Redis.from_url(settings.redis_url)
-    return ModelRegistry(client, artifact_dir or settings.data_dir / "registry")
+    return ModelRegistry(
+        client,
+        artifact_dir or settings.data_dir / "registry",
+        prefix=f"{settings.redis_prefix}registry:",
+    )
 
 
 @contextmanager

@@ -40,9 +40,13 @@ class Catalog:
             self.items[item.item_id] = item
 
     async def follow(
-        self, settings: Settings, on_dead_letter: Callable[[DeadLetter], Awaitable[None]]
+        self,
+        settings: Settings,
+        on_dead_letter: Callable[[DeadLetter], Awaitable[None]],
+        on_items: Callable[[list[Item]], None] | None = None,
     ) -> None:
-        """Read the items topic forever; bad records go to ``on_dead_letter``."""
+        """Read the items topic forever; bad records go to ``on_dead_letter``, each batch
+        of good ones to ``on_items`` (the feature store's catalog, for serving)."""
         consumer = AIOKafkaConsumer(
             settings.topic_items,
             bootstrap_servers=settings.kafka_bootstrap,
@@ -55,10 +59,13 @@ class Catalog:
         try:
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+                fresh: list[Item] = []
                 for tp, messages in batches.items():
                     for message in messages:
                         try:
-                            self.add(decode_item(message.value or b""))
+                            item = decode_item(message.value or b"")
+                            self.add(item)
+                            fresh.append(item)
                         except InvalidEvent as error:
                             await on_dead_letter(
                                 dead_letter(
@@ -70,6 +77,8 @@ class Catalog:
                                     message.value,
                                 )
                             )
+                if fresh and on_items is not None:
+                    on_items(fresh)
                 if not batches:
                     self.ready.set()
         finally:

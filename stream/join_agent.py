@@ -65,7 +65,7 @@ def register_joiner(app: faust.App, settings: Settings) -> JoinWorker:
 
     @app.task
     async def follow_catalog() -> None:
-        await catalog.follow(settings, send_dead_letter)
+        await catalog.follow(settings, send_dead_letter, worker.features.write_items)
 
     @app.agent(events, name="joiner")
     async def joiner(stream: faust.StreamT[bytes]) -> None:

@@ -41,6 +41,7 @@ from producers.schemas import (
 )
 from stream.catalog import Catalog
 from stream.deadletters import dead_letter
+from stream.feature_store import RedisFeatureStore
 from stream.features import FeatureState
 from stream.joiner import JoinerConfig, JoinerState, Rejection, handle
 
@@ -62,6 +63,9 @@ class PartitionState:
     features: FeatureState
     offset: int = -1  # last source offset whose effect is in this state
     dirty: bool = False
+    #: Users and items whose features changed since the last write to the feature store.
+    touched_users: set[str] = field(default_factory=set)
+    touched_items: set[str] = field(default_factory=set)
 
     def to_bytes(self) -> bytes:
         data = {
@@ -94,6 +98,7 @@ class JoinWorker:
     def __init__(self, settings: Settings, client: redis.Redis, catalog: Catalog) -> None:
         self.settings = settings
         self.redis = client
+        self.features = RedisFeatureStore(client, prefix=settings.redis_prefix)
         self.catalog = catalog
         self.config = joiner_config(settings)
         self.key = f"{settings.redis_prefix}stream:{settings.app_id}:{settings.topic_events}:p"
@@ -145,6 +150,8 @@ class JoinWorker:
                 )
                 continue
             self.counts[event.type] += 1
+            state.touched_users.add(event.user_id)
+            state.touched_items.add(event.item_id)
             if isinstance(event, Impression) and not state.features.category(event.item_id):
                 item = self.catalog.get(event.item_id)
                 if item is not None:
@@ -168,12 +175,24 @@ class JoinWorker:
         return time.monotonic() - self.last_snapshot >= self.settings.snapshot_every_s
 
     def save_snapshots(self) -> int:
-        """Write every changed partition's state in one round trip; returns how many."""
+        """Write every changed partition's state in one round trip, then publish the
+        features it changed to the feature store for serving; returns how many."""
         dirty = {p: s for p, s in self.states.items() if s.dirty}
         if dirty:
             self.redis.mset({f"{self.key}{p}": s.to_bytes() for p, s in dirty.items()})
-            for state in dirty.values():
+            for partition, state in dirty.items():
                 state.dirty = False
+                watermark = state.joiner.watermark
+                if watermark is not None and (state.touched_users or state.touched_items):
+                    self.features.write(
+                        state.features,
+                        state.touched_users,
+                        state.touched_items,
+                        as_of=watermark,
+                        shard=partition,
+                    )
+                state.touched_users.clear()
+                state.touched_items.clear()
         self.last_snapshot = time.monotonic()
         return len(dirty)
 

@@ -21,7 +21,7 @@ import faust
 import redis
 import torch
 
-from online_update.registry import ModelRegistry
+from online_update.registry_cli import open_registry
 from online_update.trainer import Trainer, default_learner_config
 from online_update.vector_store import RedisVectorStore
 from ops.settings import Settings
@@ -40,9 +40,7 @@ def build_trainer(settings: Settings, client: redis.Redis) -> Trainer:
     active = vectors.active_version()
     described = vectors.describe(active) if active else None
     text_dim = int(described["dim"]) if described else 384
-    registry = ModelRegistry(
-        client, settings.data_dir / "registry", prefix=f"{settings.redis_prefix}registry:"
-    )
+    registry = open_registry(settings)
     trainer = Trainer(
         learner_config=default_learner_config(settings.model_arch, text_dim),
         registry=registry,

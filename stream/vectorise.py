@@ -138,20 +138,37 @@ class FeatureEncoder:
         features: Sequence[ExampleFeatures],
         text_lookup: TextLookup,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Item text, has_text and interest (mean text of known recent clicks, else zeros)."""
+        """Item text, has_text and interest (mean text of known recent clicks, else zeros).
+
+        Each distinct history is averaged once (``np.add.reduceat`` over contiguous
+        groups) and rows index the result: serving scores many candidates for one user,
+        and ``np.add.at`` over rows x history x dims cost ~40 ms for 100 candidates.
+        """
         index: dict[str, int] = {}
         rows = [index.setdefault(i.item_id, len(index)) for i in impressions]
-        history = [index.setdefault(c, len(index)) for f in features for c in f.recent_clicks]
-        owner = np.repeat(np.arange(len(features)), [len(f.recent_clicks) for f in features])
+        groups: dict[tuple[str, ...], int] = {}
+        owner = np.array(
+            [groups.setdefault(f.recent_clicks, len(groups)) for f in features], np.int64
+        )
+        history = [index.setdefault(c, len(index)) for g in groups for c in g]
+        lengths = np.array([len(g) for g in groups], dtype=np.int64)
         vectors, known = self._lookup(list(index), text_lookup)
         row_index = np.asarray(rows, dtype=np.int64)
         text = vectors[row_index]
         has_text = known[row_index].astype(np.float32)
-        history_index = np.asarray(history, dtype=np.int64)
-        totals = np.zeros((len(features), self.text_dim), np.float64)
-        np.add.at(totals, owner, vectors[history_index])
-        counts = np.bincount(owner, weights=known[history_index], minlength=len(features))
-        interest = totals / np.maximum(counts, 1.0)[:, None]
+        totals = np.zeros((len(groups), self.text_dim), np.float64)
+        counts = np.zeros(len(groups), np.float64)
+        if history:
+            history_index = np.asarray(history, dtype=np.int64)
+            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+            filled = lengths > 0
+            totals[filled] = np.add.reduceat(
+                vectors[history_index].astype(np.float64), starts[filled], axis=0
+            )
+            counts[filled] = np.add.reduceat(
+                known[history_index].astype(np.float64), starts[filled]
+            )
+        interest = (totals / np.maximum(counts, 1.0)[:, None])[owner]
         return (
             np.ascontiguousarray(text, dtype=np.float32),
             has_text,
