@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DRIFTREC := $(VENV)/bin/driftrec
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
-DEMO_SPEED ?= 200
+DEMO_SPEED ?= 2000
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -31,8 +31,8 @@ services: setup system-deps ## start local Kafka and Redis (idempotent)
 
 up: services ## alias of services
 
-down: ## stop the local Kafka and Redis
-	@test -x $(DRIFTREC) && $(DRIFTREC) down || true
+down: ## stop the demo processes and the local Kafka and Redis
+	@test -x $(DRIFTREC) && $(DRIFTREC) demo --stop && $(DRIFTREC) down || true
 
 status: setup ## show the local services
 	$(DRIFTREC) status
@@ -53,8 +53,8 @@ bench: services ## every benchmark, figures and ratios
 	$(DRIFTREC) bench replay --events 200000
 	$(DRIFTREC) bench train
 
-demo: services ## start everything and replay the default drifting log at a watchable speed
-	$(DRIFTREC) replay default --format synthetic --speed $(DEMO_SPEED)
+demo: services ## start worker, embedder and server, replay the drifting log at a watchable speed
+	$(DRIFTREC) demo --speed $(DEMO_SPEED)
 
 clean: down ## stop services and remove local state (.driftrec)
 	rm -rf .driftrec

@@ -149,6 +149,28 @@ def _need_version(args: argparse.Namespace) -> str:
     return str(args.version)
 
 
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from ops.demo import start_demo, stop_demo, token_path
+
+    if args.stop:
+        for line in stop_demo(settings):
+            print(line)
+        return 0
+    for line in start_demo(settings):
+        print(line)
+    token = "$DRIFTREC_ADMIN_TOKEN" if settings.admin_token else f"$(cat {token_path(settings)})"
+    print(
+        "\nWatch it learn, in another terminal:   .venv/bin/driftrec watch\n"
+        "Ask for recommendations:               curl -s localhost:8000/recommend "
+        '-H \'content-type: application/json\' -d \'{"user_id": "u42", "k": 5}\'\n'
+        f"Roll the served model back:            curl -s -X POST localhost:8000/models/rollback "
+        f'-H "authorization: Bearer {token}"\n'
+        "Stop the demo processes:               .venv/bin/driftrec demo --stop\n"
+    )
+    args.source, args.format, args.limit, args.option = "default", "synthetic", None, []
+    return _replay(args, settings)
+
+
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
     from ops.bench import run_bench
 
@@ -243,6 +265,17 @@ def build_parser() -> argparse.ArgumentParser:
     models = add("models", _models, "model registry: list, show V, promote V, rollback")
     models.add_argument("action", choices=["list", "show", "promote", "rollback"])
     models.add_argument("version", nargs="?", default=None)
+
+    demo = add("demo", _demo, "start worker, embedder and server, then replay the drifting log")
+    demo.add_argument(
+        "--speed",
+        type=_speed,
+        default=2000.0,
+        metavar="N|max",
+        help="replay speed, times the log's own clock (default 2000: ~4 minutes)",
+    )
+    demo.add_argument("--stop", action="store_true", help="stop the demo's background processes")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
 
     bench = add("bench", _bench, "benchmarks that print figures and ratios (last line: JSON)")
     bench.add_argument("what", choices=["replay", "train", "pipeline", "embed", "serve"])

@@ -89,13 +89,16 @@ class ManagedProcess:
         self.pid_file.unlink(missing_ok=True)
         return None
 
-    def start(self, argv: Sequence[str], cwd: Path | None = None) -> int:
+    def start(
+        self, argv: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> int:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
             proc = subprocess.Popen(
                 list(argv),
                 cwd=cwd,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
