@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from ops.settings import Settings, get_settings
 from producers.errors import ConfigError, DriftrecError
@@ -171,6 +172,22 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     return _replay(args, settings)
 
 
+def _eval(args: argparse.Namespace, settings: Settings) -> int:
+    from ops.eval_cmd import run_eval
+
+    model = args.model or settings.model_arch
+    return run_eval(
+        args.source,
+        args.format,
+        args.limit,
+        model,
+        args.json,
+        args.plot,
+        _options(args.option),
+        settings,
+    )
+
+
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
     from ops.bench import run_bench
 
@@ -265,6 +282,31 @@ def build_parser() -> argparse.ArgumentParser:
     models = add("models", _models, "model registry: list, show V, promote V, rollback")
     models.add_argument("action", choices=["list", "show", "promote", "rollback"])
     models.add_argument("version", nargs="?", default=None)
+
+    ev = add(
+        "eval",
+        _eval,
+        "prequential evaluation against static, periodic and river baselines (no Kafka)",
+    )
+    ev.add_argument(
+        "source", nargs="?", default="default", help="file, directory, or 'default' (synthetic)"
+    )
+    ev.add_argument(
+        "--format", choices=["mind", "movielens", "csv", "jsonl", "synthetic"], default=None
+    )
+    ev.add_argument("--limit", type=int, default=None, help="evaluate the first N events")
+    ev.add_argument("--model", choices=["mmoe", "ple", "shared-bottom"], default=None)
+    ev.add_argument("--json", action="store_true", help="last line: one JSON object")
+    ev.add_argument(
+        "--plot", type=Path, default=None, help="write rolling click AUC per system to a PNG"
+    )
+    ev.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="reader option (seed=7), or eval.* setting (eval.systems=online,static)",
+    )
 
     demo = add("demo", _demo, "start worker, embedder and server, then replay the drifting log")
     demo.add_argument(

@@ -47,6 +47,7 @@ __all__ = [
     "open_source",
     "open_text",
     "reject",
+    "synthetic_options",
 ]
 
 FORMATS: tuple[str, ...] = ("mind", "movielens", "csv", "jsonl", "synthetic")
@@ -149,6 +150,22 @@ def guess_format(path: Path) -> str:
     raise ConfigError(f"cannot tell the format of {path}: pass fmt= one of {', '.join(FORMATS)}")
 
 
+def synthetic_options(options: Mapping[str, str] | None, limit: int | None) -> dict[str, str]:
+    """Options for a synthetic log of ``limit`` events: unless ``n_events`` is given, the
+    world itself is sized to the limit, so its drifts and new items fall inside the
+    events replayed or evaluated instead of being cut off before the first drift.
+
+    >>> synthetic_options({}, 60000)
+    {'n_events': '60000'}
+    >>> synthetic_options({"n_events": "9"}, 5)
+    {'n_events': '9'}
+    """
+    opts = dict(options or {})
+    if limit is not None and "n_events" not in opts:
+        opts["n_events"] = str(limit)
+    return opts
+
+
 def open_source(
     source: str | Path,
     fmt: str | None = None,
@@ -157,6 +174,7 @@ def open_source(
     options: Mapping[str, str] | None = None,
 ) -> Iterator[Record]:
     """Records of ``source`` in log order, at most ``limit`` events (items, rejects free).
+    A synthetic log is generated with ``limit`` events (see ``synthetic_options``).
 
     ``options`` are reader settings as strings (what a CLI ``--option k=v`` gives):
     movielens takes ``time_order``; csv/jsonl take ``items`` (catalog path),
@@ -170,7 +188,7 @@ def open_source(
         raise ConfigError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
     opts = dict(options or {})
     if fmt == "synthetic":
-        records = _synthetic(source, opts)
+        records = _synthetic(source, synthetic_options(opts, limit))
     else:
         path = Path(source)
         if not path.exists():

@@ -1,0 +1,93 @@
+"""`driftrec bench train`: learner throughput against river's FMClassifier, in one run.
+
+Realistic batches: the default synthetic log goes through the stream's joiner and
+feature code (``online_update.eval_stream.replay_log``) with the configured text
+encoder, into labelled batches of 512 examples. ``OnlineLearner.learn_many`` (MMoE,
+``LearnerConfig`` defaults) gets ``warmup`` batches untimed, then the timed ones;
+river's ``FMClassifier`` (as ``driftrec eval`` configures it, on the features of
+``online_update.baselines.river_features``) then ``learn_one`` s the first timed
+examples, at most ``river_examples`` of them: at a few thousand examples/s more
+would only lengthen the run, not change the rate. Both rates are wall-clock
+examples/s of learning alone (feature building excluded) with one torch thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from ops.settings import Settings
+
+__all__ = ["bench_train"]
+
+BATCH = 512
+
+
+def bench_train(
+    args: argparse.Namespace,
+    settings: Settings,
+    *,
+    warmup: int = 10,
+    timed: int = 40,
+    river_examples: int = 8_192,
+) -> dict[str, Any]:
+    """Measure and return the figures (see the module docstring)."""
+    import torch
+
+    from models.batch import Batch
+    from models.config import ModelConfig
+    from online_update.baselines import make_river_fm, river_features
+    from online_update.eval_stream import ItemTexts, ToLearn, replay_log
+    from online_update.learner import LearnerConfig, OnlineLearner
+    from online_update.text_encoder import load_text_encoder
+    from online_update.vector_cache import CachedEncoder
+    from producers.errors import ConfigError
+    from producers.sources import open_source
+    from stream.features import DENSE_FEATURES
+
+    torch.set_num_threads(1)  # see ops.eval_cmd: faster on two contended cores
+    encoder = CachedEncoder(
+        load_text_encoder(settings.text_model), settings.data_dir / "text-cache", flush_every=512
+    )
+    batches: list[Batch] = []
+    with encoder:
+        records = open_source("default", "synthetic", limit=int(args.events))
+        for chunk in replay_log(records, ItemTexts(encoder), batch_size=BATCH):
+            if isinstance(chunk, ToLearn) and len(chunk.batch) == BATCH:
+                batches.append(chunk.batch)
+                if len(batches) == warmup + timed:
+                    break
+    if len(batches) < 2:
+        raise ConfigError(f"--events {args.events} gives fewer than 2 batches of {BATCH}: raise it")
+    if len(batches) < warmup + timed:  # a short log: keep most batches for timing
+        warmup = len(batches) // 4
+    model = ModelConfig(arch="mmoe", text_dim=encoder.dim, n_dense=len(DENSE_FEATURES))
+    learner = OnlineLearner(LearnerConfig(model=model))
+    for batch in batches[:warmup]:
+        learner.learn_many(batch)
+    measured = Batch.concat(batches[warmup:])
+    started = time.perf_counter()
+    for batch in batches[warmup:]:
+        learner.learn_many(batch)
+    rate = len(measured) / (time.perf_counter() - started)
+
+    river_part = measured.slice(0, min(river_examples, len(measured)))
+    rows = river_features(river_part)
+    labels = [y > 0.5 for y in river_part.click.tolist()]  # type: ignore[union-attr]  # labelled
+    fm = make_river_fm(len(DENSE_FEATURES))
+    started = time.perf_counter()
+    for x, y in zip(rows, labels, strict=True):
+        fm.learn_one(x, y)
+    river_rate = len(rows) / (time.perf_counter() - started)
+    return {
+        "arch": "mmoe",
+        "batch_size": BATCH,
+        "text_dim": encoder.dim,
+        "threads": torch.get_num_threads(),
+        "examples": len(measured),
+        "examples_per_s": round(rate, 1),
+        "river_fm_examples": len(rows),
+        "river_fm_examples_per_s": round(river_rate, 1),
+        "ratio": round(rate / river_rate, 2),
+    }

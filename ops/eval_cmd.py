@@ -1,0 +1,143 @@
+"""`driftrec eval`: prequential evaluation of the online learner against its baselines.
+
+Reads a log through the producers' readers (no Kafka), runs the systems of
+``online_update.evaluation`` side by side, prints a table, optionally writes a PNG of
+rolling click AUC, and with ``--json`` prints one JSON object as the last line.
+
+``--option`` pairs go to the log reader, except ``eval.<field>=<value>``, which sets a
+field of ``EvalConfig`` (``eval.batch_size=128``, ``eval.systems=online,static``).
+
+>>> config, reader = split_options({"eval.batch_size": "128", "n_events": "4000"})
+>>> config.batch_size, reader
+(128, {'n_events': '4000'})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, cast
+
+from ops.settings import Settings
+from producers.errors import ConfigError
+
+__all__ = ["format_table", "run_eval", "split_options"]
+
+_PREFIX = "eval."
+_COLUMNS = (
+    ("click_auc", "click AUC"),
+    ("click_logloss", "click logloss"),
+    ("conversion_auc", "conv AUC"),
+    ("dwell_mae", "dwell MAE"),
+    ("cold_click_auc", "cold AUC"),
+    ("post_drift_click_auc", "post-drift AUC"),
+)
+
+
+def split_options(options: Mapping[str, str]) -> tuple[Any, dict[str, str]]:
+    """(``EvalConfig`` from the ``eval.*`` options, the rest for the reader)."""
+    from online_update.evaluation import EvalConfig
+
+    defaults = EvalConfig()
+    known = {f.name: f for f in dataclasses.fields(EvalConfig)}
+    values: dict[str, Any] = {}
+    reader: dict[str, str] = {}
+    for key, raw in options.items():
+        if not key.startswith(_PREFIX):
+            reader[key] = raw
+            continue
+        name = key[len(_PREFIX) :]
+        if name not in known:
+            raise ConfigError(f"unknown option {key}: eval options are {', '.join(sorted(known))}")
+        kind = type(getattr(defaults, name))
+        try:
+            values[name] = kind(raw)
+        except ValueError:
+            raise ConfigError(f"option {key} takes a {kind.__name__}, not {raw!r}") from None
+    return EvalConfig(**values), reader
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def format_table(report: Any) -> list[str]:
+    """The report as aligned text lines: one row per system, then the run's facts."""
+    head = f"{'system':<16}" + "".join(f"{title:>16}" for _, title in _COLUMNS) + f"{'seconds':>10}"
+    lines = [head, "-" * len(head)]
+    for name, metrics in report.metrics.items():
+        cells = "".join(f"{_cell(metrics[key]):>16}" for key, _ in _COLUMNS)
+        lines.append(f"{name:<16}{cells}{report.seconds.get(name, 0.0):>10.1f}")
+    drifts = ", ".join(str(d) for d in report.drift_points) or "none"
+    lines += [
+        "",
+        f"events {report.events:,}  examples {report.examples:,}  rejected {report.rejected:,}  "
+        f"drift points (event index) {drifts}  elapsed {report.elapsed_s:.1f} s",
+        f"cold rows {report.cold_share:.0%} of examples; post-drift rows "
+        f"{report.post_drift_share:.0%}; dwell MAE in log1p(seconds)",
+    ]
+    return lines
+
+
+def _rounded(report_json: dict[str, Any]) -> dict[str, Any]:
+    systems = {
+        name: {k: None if v is None else round(float(v), 4) for k, v in metrics.items()}
+        for name, metrics in report_json["systems"].items()
+    }
+    return {"events": report_json["events"], "systems": systems}
+
+
+def run_eval(
+    source: str,
+    fmt: str | None,
+    limit: int | None,
+    model: str,
+    json_out: bool,
+    plot: Path | None,
+    options: dict[str, str],
+    settings: Settings,
+) -> int:
+    """``driftrec eval``: print the table, write the PNG, print the JSON line last."""
+    from models.config import ARCHS, Arch
+    from online_update.evaluation import evaluate_source
+    from online_update.text_encoder import load_text_encoder
+    from online_update.vector_cache import CachedEncoder
+    from ops.plots import plot_rolling_auc
+    from ops.progress import event_progress
+    from stream.join_worker import joiner_config
+
+    if model not in ARCHS:
+        raise ConfigError(f"--model must be one of {', '.join(ARCHS)}, got {model!r}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be at least 1 event, got {limit}")
+    config, reader = split_options(options)
+    encoder = CachedEncoder(
+        load_text_encoder(settings.text_model), settings.data_dir / "text-cache", flush_every=512
+    )
+    with encoder, event_progress("eval", total=limit) as advance:
+        report = evaluate_source(
+            source,
+            fmt,
+            encoder,
+            limit=limit,
+            options=reader,
+            arch=cast(Arch, model),
+            config=config,
+            joiner=joiner_config(settings),
+            on_event=advance,
+        )
+    if report.examples == 0:
+        raise ConfigError(f"{source} yielded no impressions, so there is nothing to evaluate")
+    for line in format_table(report):
+        print(line)
+    if plot is not None:
+        plot_rolling_auc(report.curves, report.drift_points, plot, window=config.rolling_window)
+        print(f"wrote {plot}")
+    if json_out:
+        sys.stdout.flush()
+        print(json.dumps(_rounded(report.to_json())))
+    return 0

@@ -1,0 +1,20 @@
+"""`driftrec bench train` measures both rates on realistic batches and returns them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ops.bench.train import bench_train
+from ops.settings import Settings
+
+
+def test_bench_train_returns_positive_rates_and_their_ratio(tmp_path: Path) -> None:
+    settings = Settings(text_model="hashing:64", data_dir=tmp_path)
+    result = bench_train(
+        argparse.Namespace(events=5000), settings, warmup=2, timed=4, river_examples=300
+    )
+    assert result["arch"] == "mmoe" and result["batch_size"] == 512
+    assert result["examples"] == 4 * 512 and result["river_fm_examples"] == 300
+    assert result["examples_per_s"] > 0 and result["river_fm_examples_per_s"] > 0
+    assert result["ratio"] == round(result["examples_per_s"] / result["river_fm_examples_per_s"], 2)
