@@ -46,7 +46,15 @@ def test_file_is_plain_tensors_and_json(learner: OnlineLearner, tmp_path: Path) 
         learner, path, offsets={"driftrec.examples:3": 1200}, embedding_version="minilm@v2"
     )
     payload = torch.load(path, weights_only=True)  # no pickled code or river objects
-    assert set(payload) == {"meta", "model", "balancer", "optimizers", "pending", "metrics", "extra"}
+    assert set(payload) == {
+        "meta",
+        "model",
+        "balancer",
+        "optimizers",
+        "pending",
+        "metrics",
+        "extra",
+    }
     stored = json.loads(payload["meta"])
     json.dumps(stored, allow_nan=False)  # strict JSON: undefined metrics are null
     assert stored["offsets"] == {"driftrec.examples:3": 1200}

@@ -148,7 +148,11 @@ def test_synthetic_dispatch_is_limited_and_closed(monkeypatch: pytest.MonkeyPatc
     records = list(open_source("drift-demo", "synthetic", limit=5, options={"seed": "7"}))
     assert [r.event_id for r in records if isinstance(r, Click)] == ["s1", "s2", "s3", "s4", "s5"]
     # The world is sized to the limit, so its drifts fall inside the events read.
-    assert seen == {"source": "drift-demo", "options": {"seed": "7", "n_events": "5"}, "closed": True}
+    assert seen == {
+        "source": "drift-demo",
+        "options": {"seed": "7", "n_events": "5"},
+        "closed": True,
+    }
 
 
 def test_synthetic_without_its_module_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
