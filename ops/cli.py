@@ -70,12 +70,12 @@ def _options(pairs: Sequence[str]) -> dict[str, str]:
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from ops.progress import event_progress
-    from producers.replay import replay
-    from producers.sources import open_source
+    from producers.prefetch import prefetched
+    from producers.replay import replay_encoded
 
-    records = open_source(args.source, args.format, limit=args.limit, options=_options(args.option))
+    records = prefetched(args.source, args.format, limit=args.limit, options=_options(args.option))
     with event_progress("replay", total=args.limit, enabled=not args.quiet) as advance:
-        summary = replay(records, settings, speed=args.speed, on_event=advance)
+        summary = replay_encoded(records, settings, speed=args.speed, on_event=advance)
     for line in summary.lines():
         print(line)
     return 1 if summary.rejected else 0

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from ops.settings import Settings
 from producers.kafka_io import ensure_topics, make_producer
 from producers.records import Record, Rejected
 from producers.schemas import DeadLetter, Item, encode
 
-__all__ = ["ReplaySummary", "replay"]
+__all__ = ["Encoded", "ReplaySummary", "encode_records", "replay", "replay_encoded"]
+
+#: (kind, key, value, event time in epoch seconds): one message as it goes on the wire.
+Encoded: TypeAlias = tuple[str, bytes, bytes, float]
 
 
 @dataclass
@@ -54,19 +57,41 @@ class _Pacer:
 
     def __init__(self, speed: float | None) -> None:
         self.speed = speed
-        self.origin: tuple[datetime, float] | None = None
+        self.origin: tuple[float, float] | None = None
 
-    def wait_for(self, ts: datetime) -> None:
+    def wait_for(self, ts: float) -> None:
         if self.speed is None:
             return
         if self.origin is None:
             self.origin = (ts, time.monotonic())
             return
         log_start, wall_start = self.origin
-        due = wall_start + (ts - log_start).total_seconds() / self.speed
-        delay = due - time.monotonic()
+        delay = wall_start + (ts - log_start) / self.speed - time.monotonic()
         if delay > 0.001:
             time.sleep(delay)
+
+
+def encode_records(records: Iterable[Record]) -> Iterator[Encoded]:
+    """Records as what goes on the wire: ``(kind, key, value, event time)``.
+
+    ``kind`` is ``"item"``, ``"rejected"`` or the event type; rejected rows become
+    dead letters carrying their file, line and reason.
+    """
+    for record in records:
+        if isinstance(record, Item):
+            yield "item", record.item_id.encode(), encode(record), 0.0
+        elif isinstance(record, Rejected):
+            letter = DeadLetter(
+                reason=record.reason,
+                stage="replay",
+                ts=datetime.now(UTC),
+                file=record.source,
+                line=record.line,
+                payload=record.raw[:4096],
+            )
+            yield "rejected", record.source.encode(), encode(letter), 0.0
+        else:
+            yield record.type, record.user_id.encode(), encode(record), record.ts.timestamp()
 
 
 def replay(
@@ -78,36 +103,44 @@ def replay(
     producer: Any | None = None,
 ) -> ReplaySummary:
     """Send ``records`` to Kafka; ``speed=None`` means as fast as possible."""
+    return replay_encoded(
+        encode_records(records), settings, speed=speed, on_event=on_event, producer=producer
+    )
+
+
+def replay_encoded(
+    encoded: Iterable[Encoded],
+    settings: Settings,
+    *,
+    speed: float | None = None,
+    on_event: Callable[[int], None] | None = None,
+    producer: Any | None = None,
+) -> ReplaySummary:
+    """Send already-encoded records (see ``encode_records`` and ``producers.prefetch``)."""
     ensure_topics(settings)
     own_producer = producer is None
     kafka = make_producer(settings) if producer is None else producer
     summary = ReplaySummary()
     pacer = _Pacer(speed)
     send = kafka.send
-    events_topic, items_topic = settings.topic_events, settings.topic_items
+    topics = {"item": settings.topic_items, "rejected": settings.topic_deadletter}
+    events_topic = settings.topic_events
     started = time.perf_counter()
     try:
-        for record in records:
-            if isinstance(record, Item):
-                send(items_topic, key=record.item_id.encode(), value=encode(record))
-                summary.items += 1
-            elif isinstance(record, Rejected):
-                letter = DeadLetter(
-                    reason=record.reason,
-                    stage="replay",
-                    ts=datetime.now(UTC),
-                    file=record.source,
-                    line=record.line,
-                    payload=record.raw[:4096],
-                )
-                send(settings.topic_deadletter, key=record.source.encode(), value=encode(letter))
-                summary.rejected += 1
-            else:
-                pacer.wait_for(record.ts)
-                send(events_topic, key=record.user_id.encode(), value=encode(record))
-                summary.sent[record.type] += 1
+        for kind, key, value, ts in encoded:
+            topic = topics.get(kind)
+            if topic is None:
+                pacer.wait_for(ts)
+                send(events_topic, key=key, value=value)
+                summary.sent[kind] += 1
                 if on_event is not None:
                     on_event(1)
+            else:
+                send(topic, key=key, value=value)
+                if kind == "item":
+                    summary.items += 1
+                else:
+                    summary.rejected += 1
         kafka.flush()
     finally:
         if own_producer:

@@ -16,8 +16,9 @@ from kafka import KafkaAdminClient
 
 from ops.settings import Settings
 from producers.kafka_io import ensure_topics, make_producer
+from producers.prefetch import prefetched
 from producers.records import Rejected
-from producers.replay import replay
+from producers.replay import replay_encoded
 from producers.schemas import Item, encode
 from producers.sources import open_source
 
@@ -60,7 +61,8 @@ def bench_replay(args: argparse.Namespace, settings: Settings) -> dict[str, Any]
     n_events = int(args.events)
     bench = _bench_settings(settings, uuid.uuid4().hex[:8])
     try:
-        summary = replay(open_source("default", "synthetic", limit=n_events), bench)
+        # Exactly what `driftrec replay` does: read and encode in a child process, send here.
+        summary = replay_encoded(prefetched("default", "synthetic", limit=n_events), bench)
         raw = _raw_rate(bench, n_events)
     finally:
         admin = KafkaAdminClient(
