@@ -8,6 +8,7 @@ table reduces them modulo its own size.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any, cast
 
 import torch
 
@@ -42,7 +43,7 @@ class Batch:
         for f in fields(self):
             value = getattr(self, f.name)
             values[f.name] = None if value is None else value[start:stop]
-        return Batch(**values)
+        return Batch(**cast(dict[str, Any], values))  # every field is a tensor or None
 
     @staticmethod
     def concat(batches: list[Batch]) -> Batch:
@@ -51,4 +52,4 @@ class Batch:
         for f in fields(Batch):
             parts = [getattr(b, f.name) for b in batches]
             values[f.name] = None if parts[0] is None else torch.cat(parts)
-        return Batch(**values)
+        return Batch(**cast(dict[str, Any], values))  # every field is a tensor or None

@@ -43,7 +43,7 @@ class Catalog:
         self,
         settings: Settings,
         on_dead_letter: Callable[[DeadLetter], Awaitable[None]],
-        on_items: Callable[[list[Item]], None] | None = None,
+        on_items: Callable[[list[Item]], object] | None = None,
     ) -> None:
         """Read the items topic forever; bad records go to ``on_dead_letter``, each batch
         of good ones to ``on_items`` (the feature store's catalog, for serving)."""

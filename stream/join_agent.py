@@ -63,12 +63,12 @@ def register_joiner(app: faust.App, settings: Settings) -> JoinWorker:
             await stream.ack(event)
         unacked.clear()
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def follow_catalog() -> None:
         await catalog.follow(settings, send_dead_letter, worker.features.write_items)
 
     @app.agent(events, name="joiner")
-    async def joiner(stream: faust.StreamT[bytes]) -> None:
+    async def joiner(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
         streams.append(stream)
         async for batch in stream.noack_take(settings.take_max, within=settings.take_within_s):
             async with lock:
@@ -84,13 +84,13 @@ def register_joiner(app: faust.App, settings: Settings) -> JoinWorker:
                 if worker.snapshot_due():
                     await commit()
 
-    @app.timer(settings.snapshot_every_s)
+    @app.timer(settings.snapshot_every_s)  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def snapshot_when_quiet() -> None:
         async with lock:
             if worker.snapshot_due():
                 await commit()
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types handlers as *args
     async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         owned = {tp.partition for tp in assigned if tp.topic == settings.topic_events}
         async with lock:

@@ -157,15 +157,15 @@ def register_trainer(app: faust.App, settings: Settings) -> None:
     loop = _TrainerLoop(app, settings)
 
     @app.agent(examples, name="trainer")
-    async def trainer_agent(stream: faust.StreamT[bytes]) -> None:
+    async def trainer_agent(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
         async for events in stream.noack_take(settings.take_max, within=settings.take_within_s):
             await loop.handle(stream, list(events))
 
-    @app.timer(max(1.0, settings.checkpoint_every_s / 4))
+    @app.timer(max(1.0, settings.checkpoint_every_s / 4))  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def checkpoint_when_quiet() -> None:
         await loop.when_quiet()
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types handlers as *args
     async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         async with loop.lock:
             if any(tp.topic == settings.topic_examples for tp in assigned):

@@ -24,18 +24,12 @@ def print_result(result: dict[str, Any], json_only: bool) -> None:
 
 
 def run_bench(args: argparse.Namespace, settings: Settings) -> int:
+    """Run ``ops/bench/<what>.py``'s ``bench_<what>`` and print its result."""
     import importlib
 
     module = importlib.import_module(f"ops.bench.{args.what}")
-    benches: dict[str, Callable[[argparse.Namespace, Settings], dict[str, Any]]] = {
-        "replay": getattr(module, "bench_replay", None),
-        "train": getattr(module, "bench_train", None),
-        "pipeline": getattr(module, "bench_pipeline", None),
-        "embed": getattr(module, "bench_embed", None),
-        "serve": getattr(module, "bench_serve", None),
-    }
-    if args.what not in benches:
-        print(f"driftrec bench {args.what}: not available in this version")
-        return 2
-    print_result(benches[args.what](args, settings), args.json)
+    bench: Callable[[argparse.Namespace, Settings], dict[str, Any]] = getattr(
+        module, f"bench_{args.what}"
+    )
+    print_result(bench(args, settings), args.json)
     return 0
