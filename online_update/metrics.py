@@ -34,11 +34,27 @@ from river.metrics import RollingROCAUC
 
 from models.tasks import TaskSpec
 
-__all__ = ["AUC_BINS", "PrequentialMetrics", "TaskMetrics", "per_example_loss"]
+__all__ = ["AUC_BINS", "PrequentialMetrics", "TaskMetrics", "per_example_loss", "roc_auc"]
 
 AUC_BINS = 4096
 _EPS = 1e-15  # river's LogLoss clip
 _LOGIT_RANGE = 16.0
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """Exact ROC AUC (Mann-Whitney, ties counted half); None without both classes.
+
+    >>> roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+    0.75
+    """
+    y = np.asarray(labels) > 0.5
+    positives, negatives = int(y.sum()), int((~y).sum())
+    if positives == 0 or negatives == 0:
+        return None
+    _, inverse, counts = np.unique(np.asarray(scores), return_inverse=True, return_counts=True)
+    upper = np.cumsum(counts)
+    ranks = (upper - (counts - 1) / 2.0)[inverse]  # average rank of each tie group, 1-based
+    return float((ranks[y].sum() - positives * (positives + 1) / 2.0) / (positives * negatives))
 
 
 def per_example_loss(task: TaskSpec, y: np.ndarray, p: np.ndarray) -> np.ndarray:

@@ -29,9 +29,10 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal, TypeAlias, cast
 
 import redis
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, field_validator
@@ -51,6 +52,7 @@ __all__ = [
     "ActiveSubscription",
     "ModelRegistry",
     "RegistryError",
+    "SameWindow",
     "Status",
     "VersionInfo",
     "version_name",
@@ -60,6 +62,10 @@ Status = Literal["candidate", "active", "retired", "rejected"]
 HISTORY_LIMIT = 1000
 _RETRIES = 20
 _CHUNK = 1 << 20
+
+
+#: (active version, candidate metrics, active version's metrics) on the same examples.
+SameWindow: TypeAlias = tuple[str, Mapping[str, float | None], Mapping[str, float | None]]
 
 
 class RegistryError(DriftrecError):
@@ -260,9 +266,18 @@ class ModelRegistry:
         self._switch(name, expected="*", reason=reason)
         return self.get(name)
 
-    def maybe_promote(self, info: VersionInfo, policy: PromotionPolicy) -> bool:
+    def maybe_promote(
+        self,
+        info: VersionInfo,
+        policy: PromotionPolicy,
+        same_window: SameWindow | None = None,
+    ) -> bool:
         """Promote ``info`` if ``policy`` allows (see online_update.promotion); True if active.
 
+        ``same_window`` is ``(active version, candidate metrics, active metrics)`` measured
+        by the caller on the same recent examples; when it names the version that is
+        active at decision time it replaces the metrics stored at publish time, which
+        were measured on older windows (after a drift every new window looks worse).
         The switch is a compare-and-set on the active pointer: if another promotion lands
         between reading the active version and switching, the rule is applied again.
         """
@@ -271,7 +286,16 @@ class ModelRegistry:
             current = self.active()
             if current is not None and current.version == info.version:
                 return True
-            decision = decide(info.metrics, None if current is None else current.metrics, policy)
+            if (
+                current is not None
+                and same_window is not None
+                and same_window[0] == current.version
+            ):
+                decision = decide(same_window[1], same_window[2], policy)
+            else:
+                decision = decide(
+                    info.metrics, None if current is None else current.metrics, policy
+                )
             if not decision.promote:
                 return False
             if not verified:

@@ -26,11 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.batch import Batch
 from models.config import ModelConfig
 from online_update.checkpoint import load_checkpoint, read_extra, save_checkpoint
 from online_update.learner import LearnerConfig, OnlineLearner, StepResult
+from online_update.metrics import roc_auc
 from online_update.promotion import PromotionPolicy
-from online_update.registry import ModelRegistry, VersionInfo
+from online_update.registry import ModelRegistry, SameWindow, VersionInfo
 from online_update.text_switch import adopt_embedding_version, paired_sample
 from online_update.vector_store import RedisVectorStore
 from producers.errors import InvalidEvent
@@ -111,6 +113,12 @@ class Trainer:
         self.last_checkpoint_at = time.monotonic()
         self.examples_at_checkpoint = 0
         self.last_version: VersionInfo | None = None
+        #: The most recent examples with this learner's prequential click predictions, so a
+        #: new version is compared with the active one on the same examples.
+        self.window: deque[tuple[Batch, np.ndarray]] = deque()
+        self.window_rows = 0
+        self.window_size = 5000
+        self._active_cache: tuple[str, OnlineLearner] | None = None
         #: The embedding version this learner trains in; never simply "the active one".
         self.embedding_version: str | None = vectors.active_version()
 
@@ -211,11 +219,43 @@ class Trainer:
         self.follow_embedding_version()
         tensors = self.encoder.examples_to_batch(batch.examples, self.text_lookup)
         result = self.learner.learn_many(tensors)
+        self._remember(tensors, result.predictions["click"])
         for example in batch.examples:
             self.applied.add(stable_hash(example.impression.event_id, "example"))
         now = time.time()
         self.freshness.extend(now - t for t in batch.produced_at)
         return result
+
+    def _remember(self, batch: Batch, click: np.ndarray) -> None:
+        self.window.append((batch, np.asarray(click, dtype=np.float64)))
+        self.window_rows += len(batch)
+        while self.window and self.window_rows - len(self.window[0][0]) >= self.window_size:
+            self.window_rows -= len(self.window.popleft()[0])
+
+    def same_window(self) -> SameWindow | None:
+        """Click AUC of this learner (prequential) and of the active version on the same
+        recent examples, or None when they cannot be compared (different text space)."""
+        active = self.registry.active()
+        if (
+            active is None
+            or not self.window
+            or active.embedding_version != (self.embedding_version or "")
+        ):
+            return None
+        if self._active_cache is None or self._active_cache[0] != active.version:
+            learner, _ = load_checkpoint(self.registry.open_artifact(active.version))
+            self._active_cache = (active.version, learner)
+        batch = Batch.concat([b for b, _ in self.window])
+        if batch.click is None:
+            return None
+        labels = batch.click.numpy()
+        mine = np.concatenate([p for _, p in self.window])
+        theirs = self._active_cache[1].predict_many(batch)["click"]
+        return (
+            active.version,
+            {"click.auc": roc_auc(labels, mine)},
+            {"click.auc": roc_auc(labels, theirs)},
+        )
 
     # -- durability -----------------------------------------------------------------------
 
@@ -244,7 +284,7 @@ class Trainer:
             embedding_version=embedding_version,
             config_fingerprint=meta.fingerprint,
         )
-        if self.registry.maybe_promote(info, self.policy):
+        if self.registry.maybe_promote(info, self.policy, self.same_window()):
             self.parent = info.version
         self.last_version = info
         self.last_checkpoint_at = time.monotonic()

@@ -106,3 +106,23 @@ def test_update_returns_observed_rows_and_their_losses() -> None:
     np.testing.assert_allclose(losses, np.abs(preds["dwell"] - labels["dwell"])[rows])
     rows, losses = out["click"]
     assert len(rows) == 50 and (losses > 0).all()
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 1), st.sampled_from([0.1, 0.2, 0.5, 0.7, 0.9])),
+        min_size=2,
+        max_size=60,
+    )
+)
+def test_roc_auc_equals_sklearn_with_ties(rows: list[tuple[int, float]]) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from online_update.metrics import roc_auc
+
+    labels = np.array([y for y, _ in rows])
+    scores = np.array([p for _, p in rows])
+    if labels.min() == labels.max():
+        assert roc_auc(labels, scores) is None
+    else:
+        assert roc_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))

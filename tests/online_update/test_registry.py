@@ -198,6 +198,21 @@ def test_auto_promotion_follows_the_policy(registry: ModelRegistry, tmp_path: Pa
 
 
 @integration
+def test_same_window_metrics_replace_the_stale_stored_ones(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    policy = PromotionPolicy(metric="click.auc", margin=0.01)
+    old = publish(registry, tmp_path, 1, auc=0.80)  # measured before a drift
+    assert registry.maybe_promote(old, policy)
+    new = publish(registry, tmp_path, 2, auc=0.62)  # measured after it: looks worse
+    stale = ("v999999", {"click.auc": 0.62}, {"click.auc": 0.40})  # names another version
+    assert not registry.maybe_promote(new, policy, stale)
+    fair = (old.version, {"click.auc": 0.62}, {"click.auc": 0.40})  # same recent examples
+    assert registry.maybe_promote(new, policy, fair)
+    assert registry.active_version_name() == new.version
+
+
+@integration
 def test_promote_and_rollback_walk_the_history(registry: ModelRegistry, tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="nothing to roll back to"):
         registry.rollback()

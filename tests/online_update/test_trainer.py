@@ -113,3 +113,41 @@ def test_moves_to_a_new_embedding_version_between_batches(make_trainer) -> None:
     assert trainer.embedding_version == "enc-b" and trainer.text_dim == 4
     assert trainer.learner.config.model.text_dim == 4
     assert trainer.checkpoint().embedding_version == "enc-b"
+
+
+def flipped_example(n: int, flip: bool) -> bytes:
+    item = n % 10
+    clicked = (item % 2 == 0) != flip  # the concept: which half of the items gets clicks
+    impression = Impression(
+        event_id=f"f{n}", user_id=f"u{n % 7}", item_id=f"i{item}", ts=T0 + timedelta(seconds=n)
+    )
+    return encode(
+        Example(
+            impression=impression,
+            features=ExampleFeatures(category="c"),
+            clicked=clicked,
+            ready_ts=impression.ts + timedelta(minutes=30),
+        )
+    )
+
+
+def test_after_a_drift_the_new_version_is_judged_on_the_same_recent_examples(make_trainer) -> None:  # type: ignore[no-untyped-def]
+    trainer = make_trainer()
+    offset = 0
+    for start in range(0, 3000, 250):
+        batch = [(0, offset + i, flipped_example(start + i, flip=False), 0.0) for i in range(250)]
+        trainer.learn(trainer.prepare(batch))
+        offset += 250
+    before = trainer.checkpoint()
+    assert trainer.registry.active_version_name() == before.version
+    # Interests flip: the active version is now wrong on every recent example.
+    for start in range(3000, 11000, 250):
+        batch = [(0, offset + i, flipped_example(start + i, flip=True), 0.0) for i in range(250)]
+        trainer.learn(trainer.prepare(batch))
+        offset += 250
+    window = trainer.same_window()
+    assert window is not None and window[0] == before.version
+    candidate_auc, active_auc = window[1]["click.auc"], window[2]["click.auc"]
+    assert candidate_auc is not None and active_auc is not None and candidate_auc > active_auc + 0.1
+    after = trainer.checkpoint()
+    assert trainer.registry.active_version_name() == after.version
