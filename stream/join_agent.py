@@ -80,6 +80,10 @@ def register_joiner(app: faust.App, settings: Settings) -> JoinWorker:
                     )
                 for letter in out.dead_letters:
                     await send_dead_letter(letter)
+                if out.examples:
+                    # A busy joiner never yields to the producer's sender task on its own,
+                    # so examples would wait a whole batch in the buffer: push them now.
+                    await app.producer.flush()
                 unacked.extend(batch)
                 if worker.snapshot_due():
                     await commit()

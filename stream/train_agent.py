@@ -76,7 +76,7 @@ class _TrainerLoop:
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def _trainer(self) -> Trainer:
+    async def trainer_ready(self) -> Trainer:
         """The trainer, (re)built from the last checkpoint when this worker (re)gains the topic."""
         if self.trainer is None:
             self.trainer = await self._run(build_trainer, self.settings, self.client)
@@ -103,7 +103,7 @@ class _TrainerLoop:
         async with self.lock:
             if self.owned is False:
                 return  # taken before the partition moved away; its new owner replays it
-            trainer = await self._trainer()
+            trainer = await self.trainer_ready()
             prepared = trainer.prepare(messages)
             for letter in prepared.dead_letters:
                 await self.dead.send(key=b"trainer", value=encode(letter))
@@ -158,6 +158,9 @@ def register_trainer(app: faust.App, settings: Settings) -> None:
 
     @app.agent(examples, name="trainer")
     async def trainer_agent(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
+        # Build (resume) the learner before the first batch arrives, not while it waits.
+        async with loop.lock:
+            await loop.trainer_ready()
         async for events in stream.noack_take(settings.take_max, within=settings.take_within_s):
             await loop.handle(stream, list(events))
 
