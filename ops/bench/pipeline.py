@@ -99,7 +99,6 @@ def bench_pipeline(args: argparse.Namespace, settings: Settings) -> dict[str, An
                 role,
                 data_dir=Path(tmp),
                 web_port=0,
-                checkpoint_every_s=5.0,
             )
             for role in ("joiner", "trainer")
         ]
