@@ -233,15 +233,7 @@ class KafkaBroker:
             ],
             cwd=self.root,
         )
-        if (
-            not wait_until(lambda: self.healthy() or self.process.exited_early(), timeout)
-            or not self.healthy()
-        ):
-            tail = self.process.log_tail()
-            self.process.stop()
-            raise InfraError(
-                f"Kafka did not come up on {self.address} within {timeout:.0f} s; log: {self.process.log_file}\n{tail}"
-            )
+        self.process.await_healthy(self.healthy, timeout, f"Kafka on {self.address}")
         return "started"
 
     def stop(self) -> bool:

@@ -137,6 +137,16 @@ class ManagedProcess:
             _DETACHED.remove(child)
         return True
 
+    def await_healthy(self, healthy: Callable[[], bool], timeout: float, what: str) -> None:
+        """Wait for a fresh start to answer; if it dies or times out, stop it and say why."""
+        if wait_until(lambda: healthy() or self.exited_early(), timeout) and healthy():
+            return
+        tail = self.log_tail()
+        self.stop()
+        raise InfraError(
+            f"{what} did not come up within {timeout:.0f} s; log: {self.log_file}\n{tail}"
+        )
+
     def log_tail(self, lines: int = 15) -> str:
         try:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
