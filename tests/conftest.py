@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis as redis_module
 
 from ops.settings import Settings
 
@@ -52,8 +53,27 @@ def isolated(live_settings: Settings) -> Iterator[Settings]:
 
 
 @pytest.fixture
-def redis_prefix() -> str:
-    return f"test:{uuid.uuid4().hex[:10]}:"
+def redis_prefix() -> Iterator[str]:
+    """A Redis key prefix unique to this test; its keys are deleted afterwards."""
+    prefix = f"test:{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    import redis
+
+    try:
+        client = redis.Redis.from_url(Settings().redis_url, socket_connect_timeout=1)
+        keys = list(client.scan_iter(match=f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+    except redis.ConnectionError:
+        pass  # a unit test that never reached Redis left nothing behind
+
+
+@pytest.fixture
+def redis_client(live_settings: Settings) -> Iterator[redis_module.Redis]:
+    client = redis_module.Redis.from_url(live_settings.redis_url)
+    yield client
+    client.close()
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,6 @@ import json
 import math
 import random
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,13 +29,8 @@ integration = pytest.mark.integration
 
 
 @pytest.fixture
-def client(live_settings: Settings, redis_prefix: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(live_settings.redis_url)
-    yield c
-    keys = list(c.scan_iter(match=f"{redis_prefix}*"))
-    if keys:
-        c.delete(*keys)
-    c.close()
+def client(redis_client: redis.Redis) -> redis.Redis:
+    return redis_client  # keys under redis_prefix are removed by that fixture
 
 
 @pytest.fixture

@@ -63,10 +63,7 @@ def make_trainer(live_settings: Settings, redis_prefix: str, tmp_path: Path):  #
             topic=TOPIC,
         )
 
-    yield build
-    keys = list(client.scan_iter(f"{redis_prefix}*"))
-    if keys:
-        client.delete(*keys)
+    return build
 
 
 def test_applies_each_example_once_across_a_restart(make_trainer) -> None:  # type: ignore[no-untyped-def]

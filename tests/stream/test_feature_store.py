@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import copy
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 
-from ops.settings import Settings
 from producers.schemas import Click, ExampleFeatures, Impression, Item
 from stream.feature_store import RedisFeatureStore, user_shard
 from stream.features import FeatureConfig, FeatureState
@@ -22,13 +20,8 @@ CONFIG = FeatureConfig(history_size=5, ctr_half_life=timedelta(minutes=10))
 
 
 @pytest.fixture
-def client(live_settings: Settings, redis_prefix: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(live_settings.redis_url)
-    yield c
-    keys = list(c.scan_iter(match=f"{redis_prefix}*"))
-    if keys:
-        c.delete(*keys)
-    c.close()
+def client(redis_client: redis.Redis) -> redis.Redis:
+    return redis_client  # keys under redis_prefix are removed by that fixture
 
 
 @pytest.fixture
