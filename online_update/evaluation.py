@@ -116,9 +116,9 @@ class EvalConfig:
     rolling_window: int = 2_000
     #: Seeds the models (``ModelConfig.seed``), river FM and the periodic shuffles.
     seed: int = 0
-    #: Learning rates of the driftrec learners here. Higher than ``LearnerConfig``'s
-    #: defaults (1e-3, 1e-3, 1e-2): 60,000 events give only ~200 steps of 256 examples,
-    #: and at 1e-3 the click AUC of the default synthetic log is ~0.06 lower.
+    #: Learning rates of the driftrec learners here, ``LearnerConfig``'s defaults, exposed
+    #: so an evaluation can vary them (60,000 events give only ~200 steps of 256 examples;
+    #: at 1e-3 the click AUC of the default synthetic log is ~0.06 lower).
     lr_head: float = 1e-2
     lr_shared: float = 1e-2
     lr_embedding: float = 3e-2
