@@ -158,9 +158,6 @@ def register_trainer(app: faust.App, settings: Settings) -> None:
 
     @app.agent(examples, name="trainer")
     async def trainer_agent(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
-        # Build (resume) the learner before the first batch arrives, not while it waits.
-        async with loop.lock:
-            await loop.trainer_ready()
         async for events in stream.noack_take(settings.take_max, within=settings.take_within_s):
             await loop.handle(stream, list(events))
 
@@ -171,7 +168,10 @@ def register_trainer(app: faust.App, settings: Settings) -> None:
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types handlers as *args
     async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         async with loop.lock:
+            loop.release()
             if any(tp.topic == settings.topic_examples for tp in assigned):
+                # Consumption resumes from the committed offsets, which only a checkpoint
+                # moves, so the learner is rebuilt from the latest checkpoint at the next
+                # batch, never kept from before the rebalance (another worker may have
+                # checkpointed since).
                 loop.owned = True
-            else:
-                loop.release()
