@@ -32,7 +32,22 @@ from stream.feature_store import RedisFeatureStore
 from stream.features import FeatureState
 from stream.vectorise import FeatureEncoder
 
-__all__ = ["World", "drop_prefix", "seed_world"]
+__all__ = ["TINY_MODEL", "World", "drop_prefix", "seed_world"]
+
+#: A model small enough that the serving tests train and publish versions in milliseconds.
+TINY_MODEL = ModelConfig(
+    user_buckets=512,
+    item_buckets=512,
+    category_buckets=64,
+    id_dim=4,
+    text_dim=16,
+    text_proj_dim=8,
+    bottom_sizes=(8,),
+    expert_sizes=(8,),
+    n_experts=2,
+    tower_sizes=(4,),
+)
+
 
 T0 = datetime(2024, 6, 1, 8, tzinfo=UTC)
 _WORDS = [

@@ -21,27 +21,14 @@ import redis
 import uvicorn
 from pydantic import SecretStr
 
-from models.config import ModelConfig
 from online_update.registry import ModelRegistry
 from online_update.vector_store import RedisVectorStore
+from ops.bench.serve_world import TINY_MODEL as TINY
 from ops.bench.serve_world import World, drop_prefix, seed_world
 from ops.serving import LoadedModel, ModelHolder, create_app
 from ops.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-TINY = ModelConfig(
-    user_buckets=512,
-    item_buckets=512,
-    category_buckets=64,
-    id_dim=4,
-    text_dim=16,
-    text_proj_dim=8,
-    bottom_sizes=(8,),
-    expert_sizes=(8,),
-    n_experts=2,
-    tower_sizes=(4,),
-)
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from models.config import ModelConfig
 from online_update.vector_store import RedisVectorStore
+from ops.bench.serve_world import TINY_MODEL as TINY
 from ops.bench.serve_world import World, drop_prefix, seed_world
 from ops.serving import create_app
 from ops.serving.schemas import BlendWeights
@@ -33,18 +33,6 @@ with warnings.catch_warnings():
 
 pytestmark = pytest.mark.integration
 
-TINY = ModelConfig(
-    user_buckets=512,
-    item_buckets=512,
-    category_buckets=64,
-    id_dim=4,
-    text_dim=16,
-    text_proj_dim=8,
-    bottom_sizes=(8,),
-    expert_sizes=(8,),
-    n_experts=2,
-    tower_sizes=(4,),
-)
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
