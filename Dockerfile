@@ -5,10 +5,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     DRIFTREC_DATA_DIR=/var/lib/driftrec
 WORKDIR /app
 COPY pyproject.toml README.md ./
-COPY producers ./producers
-COPY stream ./stream
+COPY core ./core
 COPY models ./models
+COPY features ./features
+COPY producers ./producers
 COPY online_update ./online_update
+COPY stream ./stream
 COPY ops ./ops
 RUN pip install --no-cache-dir .
 RUN useradd --create-home driftrec && mkdir -p /var/lib/driftrec && chown driftrec /var/lib/driftrec

@@ -18,7 +18,7 @@ weights' ``.grad`` itself); the caller steps an optimiser over
 observed row in the batch (``valid`` False) are left out of the learned terms.
 
 >>> import torch
->>> from models.tasks import TASKS
+>>> from driftrec.models.tasks import TASKS
 >>> fixed = make_balancer("fixed", TASKS)
 >>> fixed.combine(torch.tensor([1.0, 1.0, 1.0]), torch.tensor([True] * 3), None)
 tensor(2.5000)
@@ -30,10 +30,9 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch
+from driftrec.core import ConfigError
+from driftrec.models.tasks import TaskSpec
 from torch import nn
-
-from models.tasks import TaskSpec
-from producers.errors import ConfigError
 
 __all__ = [
     "BALANCING_METHODS",

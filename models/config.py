@@ -12,7 +12,7 @@ False
 >>> ModelConfig(arch="transformer")
 Traceback (most recent call last):
 ...
-producers.errors.ConfigError: ModelConfig.arch must be one of ('shared-bottom', 'mmoe', 'ple'), got 'transformer'
+driftrec.core.errors.ConfigError: ModelConfig.arch must be one of ('shared-bottom', 'mmoe', 'ple'), got 'transformer'
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from models.tasks import TASKS, TaskSpec, validate_tasks
-from producers.errors import ConfigError
+from driftrec.core import ConfigError
+from driftrec.models.tasks import TASKS, TaskSpec, validate_tasks
 
 __all__ = ["ARCHS", "Arch", "ModelConfig", "fingerprint"]
 
@@ -54,7 +54,7 @@ class ModelConfig:
     use_text: bool = True
     #: Add user*item and interest*text element-wise products to the features.
     interactions: bool = True
-    #: len(stream.features.DENSE_FEATURES) today; models/ must not import stream/.
+    #: len(stream.features.DENSE_FEATURES) today; models/ must not import driftrec.stream/.
     n_dense: int = 12
     #: Hidden sizes of the shared bottom (arch "shared-bottom").
     bottom_sizes: tuple[int, ...] = (128, 64)

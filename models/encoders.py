@@ -7,7 +7,7 @@ user x item and interest x text interactions directly. New id rows start near
 zero so an item nobody has seen is scored from its text, not from noise.
 
 >>> import torch
->>> from models.config import ModelConfig
+>>> from driftrec.models.config import ModelConfig
 >>> enc = FeatureEncoder(ModelConfig(text_dim=8, n_dense=2, user_buckets=10, item_buckets=10))
 >>> b = Batch(user=torch.tensor([3, 13]), item=torch.tensor([1, 2]), category=torch.tensor([0, 5]),
 ...           text=torch.zeros(2, 8), has_text=torch.zeros(2), interest=torch.zeros(2, 8),
@@ -19,11 +19,10 @@ True
 from __future__ import annotations
 
 import torch
+from driftrec.core import ConfigError
+from driftrec.models.batch import Batch
+from driftrec.models.config import ModelConfig
 from torch import nn
-
-from models.batch import Batch
-from models.config import ModelConfig
-from producers.errors import ConfigError
 
 __all__ = ["FeatureEncoder", "check_batch"]
 

@@ -11,7 +11,7 @@ Prediction semantics, per ``TaskSpec``:
   that expm1 of a mean log is a median-like value, not the mean of seconds).
 
 >>> import torch
->>> from models.tasks import TASKS
+>>> from driftrec.models.tasks import TASKS
 >>> raw = torch.tensor([[0.0, 0.0, -1.0]])
 >>> predict(TASKS, raw)
 tensor([[0.5000, 0.2500, 0.0000]])
@@ -24,10 +24,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-
-from models.batch import Batch
-from models.tasks import TaskSpec, task_index
-from producers.errors import ConfigError
+from driftrec.core import ConfigError
+from driftrec.models.batch import Batch
+from driftrec.models.tasks import TaskSpec, task_index
 
 __all__ = ["label_of", "mask_of", "predict", "task_losses"]
 

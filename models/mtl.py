@@ -2,7 +2,7 @@
 
 ``MultiTaskModel(config)(batch)`` returns raw outputs ``[B, T]`` (columns in
 ``config.tasks`` order): logits for binary tasks, the predicted label value for
-regression tasks. ``models.losses.predict`` turns them into predictions.
+regression tasks. ``driftrec.models.losses.predict`` turns them into predictions.
 
 Parameters fall into three update groups (``parameter_groups``): ``"embedding"``
 (sparse id tables), ``"shared"`` (text projection, bottom, shared experts) and
@@ -10,7 +10,7 @@ Parameters fall into three update groups (``parameter_groups``): ``"embedding"``
 heads every batch and the rest on a slower cadence.
 
 >>> import torch
->>> from models.config import ModelConfig
+>>> from driftrec.models.config import ModelConfig
 >>> model = MultiTaskModel(ModelConfig(arch="ple", text_dim=8, n_dense=0, user_buckets=10))
 >>> sorted(model.parameter_groups())
 ['embedding', 'head', 'shared']
@@ -19,12 +19,11 @@ heads every batch and the rest on a slower cadence.
 from __future__ import annotations
 
 import torch
+from driftrec.models.batch import Batch
+from driftrec.models.config import ModelConfig
+from driftrec.models.encoders import FeatureEncoder
+from driftrec.models.layers import BatchedLinear, BatchedMLP, CGCLayer
 from torch import nn
-
-from models.batch import Batch
-from models.config import ModelConfig
-from models.encoders import FeatureEncoder
-from models.layers import BatchedLinear, BatchedMLP, CGCLayer
 
 __all__ = ["GatedExperts", "MultiTaskModel", "SharedBottom"]
 

@@ -20,8 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-from models.batch import Batch
+from driftrec.models.batch import Batch
 
 __all__ = ["StreamSpec", "SyntheticStream"]
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from producers.errors import ConfigError
+from driftrec.core import ConfigError
 
 __all__ = ["LABEL_FIELDS", "TASKS", "LossKind", "TaskSpec", "task_index", "validate_tasks"]
 

@@ -1,9 +1,10 @@
-"""Turning a model into a learner that keeps up with a stream, and everything it needs.
+"""Turning a model into a learner that keeps up with a stream, one subpackage a subsystem.
 
-The learner (``learner``, ``metrics``, ``drift``, ``checkpoint``), the trainer that feeds
-it from the examples topic (``trainer``), the model registry (``registry``), the text
-encoder and embedding worker (``text_encoder``, ``embedder``), and the offline
-evaluation (``evaluation``). Submodules are imported where used: torch is heavy.
+``learning`` (the learner, metrics, drift detectors, checkpoints), ``registry`` (model
+versions in Redis, promotion), ``embeddings`` (text encoders, item vectors, the embedding
+worker), ``training`` (the transport-free trainer the stream's agent drives) and
+``evaluation`` (offline prequential comparison with baselines). The first three stand
+alone; training and evaluation build on them. None imports the faust runtime.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ops.settings import Settings, get_settings
-from producers.errors import ConfigError, DriftrecError
+from driftrec.core import ConfigError, DriftrecError
+from driftrec.ops.settings import Settings, get_settings
 
 __all__ = ["build_parser", "main"]
 
@@ -20,7 +20,7 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
-    from ops.infra import services_status, services_up
+    from driftrec.ops.infra import services_status, services_up
 
     for line in services_up(settings):
         print(line)
@@ -28,7 +28,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _down(args: argparse.Namespace, settings: Settings) -> int:
-    from ops.infra import services_down
+    from driftrec.ops.infra import services_down
 
     for line in services_down(settings):
         print(line)
@@ -36,7 +36,7 @@ def _down(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    from ops.infra import services_status
+    from driftrec.ops.infra import services_status
 
     statuses = services_status(settings)
     for status in statuses:
@@ -69,9 +69,8 @@ def _options(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    from ops.progress import event_progress
-    from producers.prefetch import prefetched
-    from producers.replay import replay_encoded
+    from driftrec.ops.progress import event_progress
+    from driftrec.producers import prefetched, replay_encoded
 
     records = prefetched(args.source, args.format, limit=args.limit, options=_options(args.option))
     with event_progress("replay", total=args.limit, enabled=not args.quiet) as advance:
@@ -82,13 +81,12 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from driftrec.producers import ensure_topics
     from faust import Worker
-
-    from producers.kafka_io import ensure_topics
 
     # faust only subscribes to topics that exist when it starts; create ours first.
     ensure_topics(settings)
-    from stream.app import create_app
+    from driftrec.stream import create_app
 
     worker = Worker(create_app(settings, args.role), loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()
@@ -96,14 +94,14 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _watch(args: argparse.Namespace, settings: Settings) -> int:
-    from ops.watch import watch
+    from driftrec.ops.watch import watch
 
     watch(settings, once=args.once, interval=args.interval)
     return 0
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from ops.serving import run_server
+    from driftrec.ops.serving import run_server
 
     run_server(settings, host=args.host, port=args.port)
     return 0
@@ -111,11 +109,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def _embed(args: argparse.Namespace, settings: Settings) -> int:
     if args.refresh:
-        from online_update.embed_refresh import refresh
+        from driftrec.online_update.embeddings import refresh
 
         print(refresh(settings, args.model))
         return 0
-    from online_update.embedder import run_embedder
+    from driftrec.online_update.embeddings import run_embedder
 
     # One torch thread encodes about twice as fast as two on a shared 2-core host.
     stats = run_embedder(
@@ -128,9 +126,10 @@ def _embed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _models(args: argparse.Namespace, settings: Settings) -> int:
-    from online_update import registry_cli as cli
+    from driftrec.online_update.registry import open_registry
+    from driftrec.ops import models_cmd as cli
 
-    registry = cli.open_registry(settings)
+    registry = open_registry(settings)
     if args.action == "list":
         print("\n".join(cli.models_list(registry)))
     elif args.action == "show":
@@ -151,7 +150,7 @@ def _need_version(args: argparse.Namespace) -> str:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from ops.demo import start_demo, stop_demo, token_path
+    from driftrec.ops.demo import start_demo, stop_demo, token_path
 
     if args.stop:
         for line in stop_demo(settings):
@@ -173,7 +172,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _eval(args: argparse.Namespace, settings: Settings) -> int:
-    from ops.eval_cmd import run_eval
+    from driftrec.ops.eval_cmd import run_eval
 
     model = args.model or settings.model_arch
     return run_eval(
@@ -189,7 +188,7 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from ops.bench import run_bench
+    from driftrec.ops.bench import run_bench
 
     return run_bench(args, settings)
 

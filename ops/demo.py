@@ -11,9 +11,9 @@ import secrets
 import sys
 from pathlib import Path
 
-from ops.infra.process import ManagedProcess
-from ops.settings import Settings
-from ops.worker_process import settings_env
+from driftrec.ops.infra.process import ManagedProcess
+from driftrec.ops.settings import Settings
+from driftrec.ops.worker_process import settings_env
 
 __all__ = ["DEMO_PROCESSES", "demo_processes", "start_demo", "stop_demo"]
 
@@ -32,7 +32,7 @@ def demo_processes(settings: Settings) -> dict[str, ManagedProcess]:
             name=name,
             pid_file=root / "demo" / f"{name}.pid",
             log_file=root / "logs" / f"{name}.log",
-            signature=f"ops.cli {args[0]}",
+            signature=f"driftrec.ops.cli {args[0]}",
         )
         for name, args in DEMO_PROCESSES.items()
     }
@@ -52,7 +52,7 @@ def _admin_token(settings: Settings) -> str:
 
 def start_demo(settings: Settings) -> list[str]:
     """Start the background processes that are not running; one line of news each."""
-    from producers.kafka_io import ensure_topics
+    from driftrec.producers import ensure_topics
 
     ensure_topics(settings)
     token = _admin_token(settings)
@@ -62,7 +62,9 @@ def start_demo(settings: Settings) -> list[str]:
             news.append(f"{name}: already running (pid {process.pid()})")
             continue
         env = settings_env(settings, admin_token=token)
-        pid = process.start([sys.executable, "-m", "ops.cli", *DEMO_PROCESSES[name]], env=env)
+        pid = process.start(
+            [sys.executable, "-m", "driftrec.ops.cli", *DEMO_PROCESSES[name]], env=env
+        )
         news.append(f"{name}: started (pid {pid}, log {process.log_file})")
     return news
 

@@ -1,7 +1,7 @@
 """`driftrec eval`: prequential evaluation of the online learner against its baselines.
 
 Reads a log through the producers' readers (no Kafka), runs the systems of
-``online_update.evaluation`` side by side, prints a table, optionally writes a PNG of
+``driftrec.online_update.evaluation.runner`` side by side, prints a table, optionally writes a PNG of
 rolling click AUC, and with ``--json`` prints one JSON object as the last line.
 
 ``--option`` pairs go to the log reader, except ``eval.<field>=<value>``, which sets a
@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from ops.settings import Settings
-from producers.errors import ConfigError
+from driftrec.core import ConfigError
+from driftrec.ops.settings import Settings
 
 __all__ = ["format_table", "run_eval", "split_options"]
 
@@ -40,7 +40,7 @@ _COLUMNS = (
 
 def split_options(options: Mapping[str, str]) -> tuple[Any, dict[str, str]]:
     """(``EvalConfig`` from the ``eval.*`` options, the rest for the reader)."""
-    from online_update.evaluation import EvalConfig
+    from driftrec.online_update.evaluation import EvalConfig
 
     defaults = EvalConfig()
     known = {f.name: f for f in dataclasses.fields(EvalConfig)}
@@ -102,13 +102,12 @@ def run_eval(
     settings: Settings,
 ) -> int:
     """``driftrec eval``: print the table, write the PNG, print the JSON line last."""
-    from models.config import ARCHS, Arch
-    from online_update.evaluation import evaluate_source
-    from online_update.text_encoder import load_text_encoder
-    from online_update.vector_cache import CachedEncoder
-    from ops.plots import plot_rolling_auc
-    from ops.progress import event_progress
-    from stream.join_worker import joiner_config
+    from driftrec.features import joiner_config
+    from driftrec.models import ARCHS, Arch
+    from driftrec.online_update.embeddings import CachedEncoder, load_text_encoder
+    from driftrec.online_update.evaluation import evaluate_source
+    from driftrec.ops.plots import plot_rolling_auc
+    from driftrec.ops.progress import event_progress
 
     if model not in ARCHS:
         raise ConfigError(f"--model must be one of {', '.join(ARCHS)}, got {model!r}")

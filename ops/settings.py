@@ -1,117 +1,35 @@
 """The one settings class of a driftrec process (environment prefix ``DRIFTREC_``).
 
-CLI flags fall back to these values; every field is documented because the
-README's settings table is generated from them (``driftrec config``).
+``Settings`` is ``driftrec.core.DriftrecConfig`` read from the environment, plus what
+only ``ops/`` needs (the local broker, the admin token). Lower layers receive it as a
+``DriftrecConfig`` argument and never read the environment themselves. CLI flags fall
+back to these values; every field is documented because ``driftrec config`` prints them.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
-from typing import Any, Literal
 
+from driftrec.core import DriftrecConfig
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
 
 
-class Settings(BaseSettings):
-    """Where Kafka and Redis are, what the topics are called, where state lives."""
+class Settings(BaseSettings, DriftrecConfig):
+    """Everything a driftrec process is configured with."""
 
     model_config = SettingsConfigDict(env_prefix="DRIFTREC_", frozen=True, extra="forbid")
 
-    kafka_bootstrap: str = Field(
-        "127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port."
-    )
-    redis_url: str = Field(
-        "redis://127.0.0.1:6379/0", description="Redis URL (registry, features, metrics)."
-    )
-    topic_events: str = Field(
-        "driftrec.events", description="Impressions, clicks, conversions, dwell (keyed by user)."
-    )
-    topic_items: str = Field("driftrec.items", description="Item catalog, compacted by item_id.")
-    topic_examples: str = Field("driftrec.examples", description="Labelled examples with features.")
-    topic_metrics: str = Field(
-        "driftrec.metrics", description="Per-task rolling metrics and drift alarms."
-    )
-    topic_deadletter: str = Field(
-        "driftrec.deadletter", description="Rejected records with the reason."
-    )
-    partitions: int = Field(4, ge=1, le=1024, description="Partitions for topics driftrec creates.")
-    replication_factor: int = Field(
-        1, ge=1, description="Replication factor for topics driftrec creates."
-    )
-    data_dir: Path = Field(
-        Path(".driftrec"), description="Local state: Kafka/Redis data, logs, checkpoints."
-    )
     kafka_version: str = Field(
         "3.9.1", description="Apache Kafka broker version `driftrec up` fetches."
     )
     kafka_heap: str = Field("768m", description="Java heap of the local Kafka broker (at most 1g).")
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", description="Kafka security protocol, passed to every client."
-    )
-    kafka_sasl_mechanism: str | None = Field(
-        None, description="SASL mechanism (PLAIN, SCRAM-SHA-256, ...)."
-    )
-    kafka_sasl_username: str | None = Field(None, description="SASL username.")
-    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
-    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for TLS to Kafka.")
-    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
-    kafka_ssl_keyfile: Path | None = Field(None, description="Client key for mutual TLS.")
-    app_id: str = Field("driftrec", description="faust app id (the consumer group of the workers).")
-    redis_prefix: str = Field("driftrec:", description="Prefix of every Redis key driftrec writes.")
-    click_window_s: float = Field(
-        1800.0, gt=0, description="Attribution window for clicks, seconds of event time."
-    )
-    conversion_window_s: float = Field(
-        7200.0, gt=0, description="Attribution window for conversions and dwell (>= click window)."
-    )
-    take_max: int = Field(2000, ge=1, description="Most events an agent takes per batch.")
-    take_within_s: float = Field(
-        0.25, gt=0, description="Longest an agent waits to fill a batch, seconds."
-    )
-    snapshot_every_s: float = Field(
-        2.0, gt=0, description="Joiner state snapshot (and offset commit) cadence, seconds."
-    )
-    checkpoint_every_examples: int = Field(
-        20_000, ge=1, description="Trainer checkpoint cadence in examples (whichever comes first)."
-    )
-    checkpoint_every_s: float = Field(
-        30.0, gt=0, description="Trainer checkpoint cadence in seconds."
-    )
-    model_arch: Literal["mmoe", "ple", "shared-bottom"] = Field(
-        "mmoe", description="Multi-task architecture."
-    )
-    text_model: str = Field(
-        "minilm",
-        description="Text encoder: minilm (packaged), hashing[:dim], or a local HF model directory.",
-    )
-    web_port: int = Field(6066, ge=0, description="faust worker web port (0 = disabled).")
     admin_token: SecretStr | None = Field(
         None,
         description="Bearer token for admin endpoints (promote, rollback); unset = admin disabled.",
     )
-
-    def kafka_client_options(self) -> dict[str, Any]:
-        """Security options in the keyword form kafka-python and aiokafka both accept."""
-        options: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
-        if self.kafka_sasl_mechanism:
-            options["sasl_mechanism"] = self.kafka_sasl_mechanism
-        if self.kafka_sasl_username:
-            options["sasl_plain_username"] = self.kafka_sasl_username
-        if self.kafka_sasl_password:
-            options["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
-        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            value = getattr(self, f"kafka_{key}")
-            if value:
-                options[key] = str(value)
-        return options
-
-    @property
-    def bootstrap_servers(self) -> list[str]:
-        return [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]
 
 
 @lru_cache(maxsize=1)

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from driftrec.ops.settings import Settings
 from rich.console import Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
-
-from ops.settings import Settings
 
 __all__ = ["Snapshot", "read_snapshot", "render", "watch"]
 

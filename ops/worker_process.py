@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ops.settings import Settings
+from driftrec.ops.settings import Settings
 
 __all__ = ["WorkerProcess", "settings_env"]
 
@@ -37,7 +37,16 @@ class WorkerProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ops.cli", "worker", "--loglevel", "warn", "--role", role],
+            [
+                sys.executable,
+                "-m",
+                "driftrec.ops.cli",
+                "worker",
+                "--loglevel",
+                "warn",
+                "--role",
+                role,
+            ],
             env=settings_env(settings, **overrides),
             stdout=self._log,
             stderr=subprocess.STDOUT,

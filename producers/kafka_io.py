@@ -5,17 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from driftrec.core import DriftrecConfig, InfraError
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, NoBrokersAvailable, TopicAlreadyExistsError
 
-from ops.settings import Settings
-from producers.errors import InfraError
-
 __all__ = ["all_topics", "ensure_topics", "make_producer"]
 
 
-def all_topics(settings: Settings) -> list[str]:
+def all_topics(settings: DriftrecConfig) -> list[str]:
     return [
         settings.topic_events,
         settings.topic_items,
@@ -25,14 +23,14 @@ def all_topics(settings: Settings) -> list[str]:
     ]
 
 
-def _unreachable(settings: Settings) -> InfraError:
+def _unreachable(settings: DriftrecConfig) -> InfraError:
     return InfraError(
         f"no Kafka broker answers at {settings.kafka_bootstrap}: start one with `driftrec up`, "
         "or set DRIFTREC_KAFKA_BOOTSTRAP to your cluster"
     )
 
 
-def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
+def make_producer(settings: DriftrecConfig, **overrides: Any) -> KafkaProducer:
     """A producer tuned for replay throughput: batches of up to 256 KiB, acks from the leader."""
     options: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap_servers,
@@ -51,7 +49,7 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
         raise _unreachable(settings) from None
 
 
-def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
+def ensure_topics(settings: DriftrecConfig, names: Iterable[str] | None = None) -> list[str]:
     """Create the driftrec topics that are missing; returns the ones created.
 
     The items topic is compacted by item id (the catalog keeps the latest version of

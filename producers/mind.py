@@ -39,12 +39,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from driftrec.core import Click, ConfigError, Impression, Item, explain
+from driftrec.producers.lines import digest, is_undecodable, open_text, reject
+from driftrec.producers.records import Record
 from pydantic import ValidationError
-
-from producers.errors import ConfigError
-from producers.records import Record
-from producers.schemas import Click, Impression, Item, explain
-from producers.sources import digest, is_undecodable, open_text, reject
 
 __all__ = ["BEHAVIORS_FILE", "NEWS_FILE", "parse_mind_time", "read_mind"]
 

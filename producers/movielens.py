@@ -49,12 +49,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
+from driftrec.core import Click, ConfigError, Conversion, Dwell, Impression, Item, explain
+from driftrec.producers.lines import csv_rows, is_undecodable, open_text, reject
+from driftrec.producers.records import EventRecord, Record
 from pydantic import ValidationError
-
-from producers.errors import ConfigError
-from producers.records import EventRecord, Record
-from producers.schemas import Click, Conversion, Dwell, Impression, Item, explain
-from producers.sources import csv_rows, is_undecodable, open_text, reject
 
 __all__ = [
     "CLICK_RATING",

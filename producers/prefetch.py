@@ -13,9 +13,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from producers.errors import DriftrecError
-from producers.replay import Encoded, encode_records
-from producers.sources import open_source
+from driftrec.core import DriftrecError
+from driftrec.producers.replay import Encoded, encode_records
+from driftrec.producers.sources import open_source
 
 __all__ = ["prefetched"]
 

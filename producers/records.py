@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from producers.schemas import Click, Conversion, Dwell, Impression, Item
+from driftrec.core import Click, Conversion, Dwell, Impression, Item
 
 __all__ = ["EventRecord", "Record", "Rejected"]
 

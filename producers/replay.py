@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
-from ops.settings import Settings
-from producers.kafka_io import ensure_topics, make_producer
-from producers.records import Record, Rejected
-from producers.schemas import DeadLetter, Item, encode
+from driftrec.core import DeadLetter, DriftrecConfig, Item, encode
+from driftrec.producers.kafka_io import ensure_topics, make_producer
+from driftrec.producers.records import Record, Rejected
 
 __all__ = ["Encoded", "ReplaySummary", "encode_records", "replay", "replay_encoded"]
 
@@ -96,7 +95,7 @@ def encode_records(records: Iterable[Record]) -> Iterator[Encoded]:
 
 def replay(
     records: Iterable[Record],
-    settings: Settings,
+    settings: DriftrecConfig,
     *,
     speed: float | None = None,
     on_event: Callable[[int], None] | None = None,
@@ -110,13 +109,13 @@ def replay(
 
 def replay_encoded(
     encoded: Iterable[Encoded],
-    settings: Settings,
+    settings: DriftrecConfig,
     *,
     speed: float | None = None,
     on_event: Callable[[int], None] | None = None,
     producer: Any | None = None,
 ) -> ReplaySummary:
-    """Send already-encoded records (see ``encode_records`` and ``producers.prefetch``)."""
+    """Send already-encoded records (see ``encode_records`` and ``driftrec.producers.prefetch``)."""
     ensure_topics(settings)
     own_producer = producer is None
     kafka = make_producer(settings) if producer is None else producer

@@ -1,4 +1,4 @@
-"""Open any click log as one stream of records, and the line-reading helpers readers share.
+"""Open any click log as one stream of records: the reader for its format, options, a limit.
 
 ``open_source`` picks the reader for a format (guessed from the path when not given),
 checks the path and options up front so a mistake fails before anything is sent, and
@@ -19,110 +19,28 @@ stops after ``limit`` events. Items and rejected rows never count towards ``limi
 >>> open_source(folder / "log.parquet")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-producers.errors.ConfigError: cannot tell the format of ...log.parquet: pass fmt= one of mind, movielens, csv, jsonl, synthetic
+driftrec.core.errors.ConfigError: cannot tell the format of ...log.parquet: pass fmt= one of mind, movielens, csv, jsonl, synthetic
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import importlib
-import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, NamedTuple
 
-from producers.errors import ConfigError
-from producers.records import Record, Rejected
-from producers.schemas import Item
+from driftrec.core import ConfigError, Item
+from driftrec.producers.records import Record, Rejected
 
 __all__ = [
     "FORMATS",
-    "RAW_LIMIT",
-    "CsvRow",
-    "csv_rows",
-    "digest",
     "guess_format",
-    "is_undecodable",
     "open_source",
-    "open_text",
-    "reject",
     "synthetic_options",
 ]
 
 FORMATS: tuple[str, ...] = ("mind", "movielens", "csv", "jsonl", "synthetic")
-#: A rejected row keeps this many characters of its raw text.
-RAW_LIMIT = 500
-#: Dead letters cap their reason at 2048 characters; stay well inside it.
-_REASON_LIMIT = 1000
-# Undecodable bytes survive reading as lone surrogates (errors="surrogateescape").
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-
-
-def open_text(path: Path) -> IO[str]:
-    """Open a UTF-8 log for streaming; bad bytes become detectable, not exceptions.
-
-    ``newline=""`` keeps quoted newlines intact for the csv module; a BOM is dropped.
-    """
-    return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
-
-
-def is_undecodable(text: str) -> bool:
-    """True when ``text`` came from bytes that are not valid UTF-8 (see ``open_text``)."""
-    return _SURROGATE.search(text) is not None
-
-
-def reject(source: Path | str, line: int, reason: str, raw: str = "") -> Rejected:
-    """A ``Rejected`` whose text is printable and short enough for a dead letter."""
-    text = _SURROGATE.sub("\ufffd", raw.rstrip("\r\n")[:RAW_LIMIT])
-    return Rejected(str(source), line, _SURROGATE.sub("\ufffd", reason[:_REASON_LIMIT]), text)
-
-
-def digest(*parts: str) -> str:
-    """A short stable hash of ``parts`` (12 hex digits) for deterministic event ids."""
-    data = "\x1f".join(parts).encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(data, digest_size=6).hexdigest()
-
-
-class CsvRow(NamedTuple):
-    """One CSV record: its first line, its fields (None when unparsable), raw text, error."""
-
-    line: int
-    fields: list[str] | None
-    raw: str
-    error: str | None
-
-
-def csv_rows(handle: IO[str]) -> Iterator[CsvRow]:
-    """Stream CSV records with their 1-based first line and raw text; never raises.
-
-    A quoted field may span lines; a malformed record (``"ab"c``, an unclosed quote at
-    the end of the file) comes back with ``error`` set and reading goes on.
-    """
-    buffer: list[str] = []
-
-    def physical_lines() -> Iterator[str]:
-        for text in handle:
-            buffer.append(text)
-            yield text
-
-    reader = csv.reader(physical_lines(), strict=True)
-    line = 1
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as error:
-            yield CsvRow(line, None, "".join(buffer), f"bad CSV: {error}")
-            if not buffer:  # the reader made no progress; stop rather than spin
-                return
-        else:
-            yield CsvRow(line, fields, "".join(buffer), None)
-        buffer.clear()
-        line = reader.line_num + 1
 
 
 def guess_format(path: Path) -> str:
@@ -201,18 +119,17 @@ def open_source(
 
 
 def _open_path(path: Path, fmt: str, options: dict[str, str]) -> Iterator[Record]:
-    # Imported here: the readers import this module's helpers.
     if fmt == "mind":
-        from producers.mind import read_mind
+        from driftrec.producers.mind import read_mind
 
         _no_other_options(fmt, options, ())
         return read_mind(path)
     if fmt == "movielens":
-        from producers.movielens import read_movielens
+        from driftrec.producers.movielens import read_movielens
 
         _no_other_options(fmt, options, ("time_order",))
         return read_movielens(path, time_order=_flag(options.get("time_order", "false")))
-    from producers.tabular import MAPPABLE_FIELDS, read_tabular
+    from driftrec.producers.tabular import MAPPABLE_FIELDS, read_tabular
 
     items = options.pop("items", None)
     event_type = options.pop("event_type", None)
@@ -228,7 +145,7 @@ def _open_path(path: Path, fmt: str, options: dict[str, str]) -> Iterator[Record
 
 def _synthetic(source: str | Path, options: dict[str, str]) -> Iterator[Record]:
     try:
-        module = importlib.import_module("producers.synthetic")
+        module = importlib.import_module("driftrec.producers.synthetic")
     except ImportError as error:
         raise ConfigError(f"the synthetic generator is not available: {error}") from None
     records: Iterator[Record] = module.synthetic_records(source, options)

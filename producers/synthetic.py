@@ -59,11 +59,15 @@ from typing import Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
-
-from producers.records import Record
-from producers.schemas import Click, Conversion, Dwell, Impression, Item
-from producers.synthetic_config import DEFAULT_CONFIG, DriftSpec, SyntheticConfig, load_config
-from producers.synthetic_vocab import TOPICS, make_title
+from driftrec.core import Click, Conversion, Dwell, Impression, Item
+from driftrec.producers.records import Record
+from driftrec.producers.synthetic_config import (
+    DEFAULT_CONFIG,
+    DriftSpec,
+    SyntheticConfig,
+    load_config,
+)
+from driftrec.producers.synthetic_vocab import TOPICS, make_title
 
 __all__ = [
     "DEFAULT_CONFIG",

@@ -9,12 +9,12 @@ replay command passes them) on ``DEFAULT_CONFIG``.
 >>> load_config("default", {"n_events": "many"})
 Traceback (most recent call last):
 ...
-producers.errors.ConfigError: synthetic config: n_events: Input should be a valid integer, \
+driftrec.core.errors.ConfigError: synthetic config: n_events: Input should be a valid integer, \
 unable to parse string as an integer
 >>> load_config("", {"sed": "1"})
 Traceback (most recent call last):
 ...
-producers.errors.ConfigError: unknown synthetic config field(s) ['sed']; known fields: seed, ...
+driftrec.core.errors.ConfigError: unknown synthetic config field(s) ['sed']; known fields: seed, ...
 """
 
 from __future__ import annotations
@@ -25,11 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from driftrec.core import ConfigError, explain
+from driftrec.producers.synthetic_vocab import TOPICS
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from producers.errors import ConfigError
-from producers.schemas import explain
-from producers.synthetic_vocab import TOPICS
 
 __all__ = ["DEFAULT_CONFIG", "DriftSpec", "SyntheticConfig", "load_config"]
 

@@ -46,12 +46,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from driftrec.core import Click, ConfigError, Conversion, Dwell, Impression, Item, explain
+from driftrec.producers.lines import csv_rows, digest, is_undecodable, open_text, reject
+from driftrec.producers.records import EventRecord, Record
 from pydantic import ValidationError
-
-from producers.errors import ConfigError
-from producers.records import EventRecord, Record
-from producers.schemas import Click, Conversion, Dwell, Impression, Item, explain
-from producers.sources import csv_rows, digest, is_undecodable, open_text, reject
 
 __all__ = ["MAPPABLE_FIELDS", "ROW_TYPES", "parse_ts", "read_tabular"]
 

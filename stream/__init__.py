@@ -1,10 +1,22 @@
-"""The faust side: the app and its agents, and the pure joiner and feature code they call.
+"""The stream runtime: the faust app and its agents (joiner, trainer), the catalog follower,
+and the Redis adapters they write through (joiner snapshots, the feature store).
 
-``stream.joiner`` and ``stream.features`` / ``stream.vectorise`` import no faust, so the
-evaluator and the serving API reuse them; ``stream.app`` builds the faust app
-(``faust -A stream.app worker``).
+Agents are thin loops around the pure code of ``driftrec.features`` and
+``driftrec.online_update.training``. ``driftrec.stream.testing`` holds the offline oracle
+the integration tests compare the live stream to.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from driftrec.stream.app import ROLES, create_app
+from driftrec.stream.feature_store import RedisFeatureStore, user_shard
+from driftrec.stream.join_worker import JoinWorker, PartitionState
+
+__all__ = [
+    "ROLES",
+    "JoinWorker",
+    "PartitionState",
+    "RedisFeatureStore",
+    "create_app",
+    "user_shard",
+]

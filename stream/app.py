@@ -1,6 +1,6 @@
 """The faust app: topics, consumer settings, and the agents registered on it.
 
-``faust -A stream.app worker`` and ``driftrec worker`` both start this app. The
+``faust -A driftrec.stream.app worker`` and ``driftrec worker`` both start this app. The
 consumer settings are chosen on purpose (values in seconds):
 
 - ``processing_guarantee="at_least_once"``: faust's ``exactly_once`` has many open
@@ -22,17 +22,16 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+from driftrec.core import DriftrecConfig
 
-from ops.settings import Settings, get_settings
-
-__all__ = ["ROLES", "create_app"]  # and `app`, built lazily by __getattr__
+__all__ = ["ROLES", "create_app"]
 
 #: What a worker runs: everything, or one side of the pipeline in its own process
 #: (the trainer then has its own consumer group, ``<app_id>-trainer``).
 ROLES = ("all", "joiner", "trainer")
 
 
-def _credentials(settings: Settings) -> Any:
+def _credentials(settings: DriftrecConfig) -> Any:
     protocol = settings.kafka_security_protocol
     if protocol.startswith("SASL") and settings.kafka_sasl_username:
         password = (
@@ -49,7 +48,7 @@ def _credentials(settings: Settings) -> Any:
     return None
 
 
-def _ssl_context(settings: Settings) -> Any:
+def _ssl_context(settings: DriftrecConfig) -> Any:
     import ssl
 
     context = ssl.create_default_context(
@@ -63,7 +62,7 @@ def _ssl_context(settings: Settings) -> Any:
     return context
 
 
-def create_app(settings: Settings, role: str = "all") -> faust.App:
+def create_app(settings: DriftrecConfig, role: str = "all") -> faust.App:
     """A faust app wired to ``settings`` with the agents of ``role`` registered."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, not {role!r}")
@@ -94,19 +93,11 @@ def create_app(settings: Settings, role: str = "all") -> faust.App:
         web_bind="127.0.0.1",
         datadir=str(datadir),
     )
-    from stream.join_agent import register_joiner
-    from stream.train_agent import register_trainer
+    from driftrec.stream.join_agent import register_joiner
+    from driftrec.stream.train_agent import register_trainer
 
     if role in ("all", "joiner"):
         register_joiner(app, settings)
     if role in ("all", "trainer"):
         register_trainer(app, settings)
     return app
-
-
-def __getattr__(name: str) -> Any:
-    """``stream.app.app`` for ``faust -A stream.app worker``, built on first use only."""
-    if name == "app":
-        globals()["app"] = built = create_app(get_settings())
-        return built
-    raise AttributeError(name)

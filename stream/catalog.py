@@ -13,11 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer
-
-from ops.settings import Settings
-from producers.errors import InvalidEvent
-from producers.schemas import DeadLetter, Item, decode_item
-from stream.deadletters import dead_letter
+from driftrec.core import DeadLetter, DriftrecConfig, InvalidEvent, Item, dead_letter, decode_item
 
 __all__ = ["Catalog"]
 
@@ -41,7 +37,7 @@ class Catalog:
 
     async def follow(
         self,
-        settings: Settings,
+        settings: DriftrecConfig,
         on_dead_letter: Callable[[DeadLetter], Awaitable[None]],
         on_items: Callable[[list[Item]], object] | None = None,
     ) -> None:

@@ -44,11 +44,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import redis
+from driftrec.core import ConfigError, ExampleFeatures, Item
+from driftrec.features import FeatureConfig, FeatureState, to_micros
 from kafka.partitioner.default import murmur2
-
-from producers.errors import ConfigError
-from producers.schemas import ExampleFeatures, Item
-from stream.features import FeatureConfig, FeatureState, to_micros
 
 __all__ = ["RedisFeatureStore", "user_shard"]
 

@@ -19,11 +19,9 @@ from typing import Any
 
 import faust
 import redis
-
-from ops.settings import Settings
-from producers.schemas import DeadLetter, encode
-from stream.catalog import Catalog
-from stream.join_worker import JoinWorker
+from driftrec.core import DeadLetter, DriftrecConfig, encode
+from driftrec.stream.catalog import Catalog
+from driftrec.stream.join_worker import JoinWorker
 
 __all__ = ["register_joiner"]
 
@@ -34,7 +32,7 @@ def _raw_topic(app: faust.App, name: str, partitions: int | None = None) -> Any:
     return app.topic(name, key_serializer="raw", value_serializer="raw", partitions=partitions)
 
 
-def register_joiner(app: faust.App, settings: Settings) -> JoinWorker:
+def register_joiner(app: faust.App, settings: DriftrecConfig) -> JoinWorker:
     """Register the joiner agent, the catalog follower and the snapshot timer on ``app``."""
     events = _raw_topic(app, settings.topic_events, settings.partitions)
     examples = _raw_topic(app, settings.topic_examples, 1)

@@ -20,41 +20,34 @@ import json
 import time
 import zlib
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import redis
-
-from ops.settings import Settings
-from producers.errors import InvalidEvent
-from producers.schemas import (
-    Click,
-    Conversion,
+from driftrec.core import (
     DeadLetter,
-    Dwell,
+    DriftrecConfig,
     Example,
     Impression,
-    Item,
+    InvalidEvent,
+    dead_letter,
     decode_event,
 )
-from stream.catalog import Catalog
-from stream.deadletters import dead_letter
-from stream.feature_store import RedisFeatureStore
-from stream.features import FeatureState
-from stream.joiner import JoinerConfig, JoinerState, Rejection, handle
+from driftrec.features import (
+    FeatureState,
+    JoinerConfig,
+    JoinerState,
+    Rejection,
+    handle,
+    joiner_config,
+)
+from driftrec.stream.catalog import Catalog
+from driftrec.stream.feature_store import RedisFeatureStore
 
 if TYPE_CHECKING:
-    from producers.records import Record
+    pass
 
-__all__ = ["JoinOutput", "JoinWorker", "PartitionState", "expected_examples", "joiner_config"]
-
-
-def joiner_config(settings: Settings) -> JoinerConfig:
-    click = timedelta(seconds=settings.click_window_s)
-    conversion = timedelta(seconds=settings.conversion_window_s)
-    return JoinerConfig(click, conversion, dedupe_horizon=max(timedelta(hours=24), conversion))
+__all__ = ["JoinOutput", "JoinWorker", "PartitionState"]
 
 
 @dataclass
@@ -95,7 +88,7 @@ class JoinOutput:
 class JoinWorker:
     """The joiner state of the partitions this worker owns."""
 
-    def __init__(self, settings: Settings, client: redis.Redis, catalog: Catalog) -> None:
+    def __init__(self, settings: DriftrecConfig, client: redis.Redis, catalog: Catalog) -> None:
         self.settings = settings
         self.redis = client
         self.features = RedisFeatureStore(client, prefix=settings.redis_prefix)
@@ -202,27 +195,3 @@ class JoinWorker:
         if keys:
             self.redis.delete(*keys)
         self.states.clear()
-
-
-def expected_examples(records: Iterable[Record], settings: Settings) -> list[str]:
-    """Impression ids the stream will emit for ``records``: one joiner per partition,
-    with users keyed to partitions the way the replay's producer keys them. The
-    reference that tests and `driftrec bench pipeline` compare the live stream to."""
-    from kafka.partitioner.default import murmur2
-
-    config = joiner_config(settings)
-    states = [(JoinerState(config), FeatureState()) for _ in range(settings.partitions)]
-    emitted: list[str] = []
-    for record in records:
-        if isinstance(record, Item) or not isinstance(
-            record, Impression | Click | Conversion | Dwell
-        ):
-            continue
-        partition = (murmur2(record.user_id.encode()) & 0x7FFFFFFF) % settings.partitions
-        joiner, features = states[partition]
-        emitted += [
-            o.impression.event_id
-            for o in handle(record, joiner, features)
-            if not isinstance(o, Rejection)
-        ]
-    return emitted

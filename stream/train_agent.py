@@ -20,19 +20,17 @@ from typing import Any
 import faust
 import redis
 import torch
-
-from online_update.registry_cli import open_registry
-from online_update.trainer import Trainer, default_learner_config
-from online_update.vector_store import RedisVectorStore
-from ops.settings import Settings
-from producers.schemas import encode
+from driftrec.core import DriftrecConfig, encode
+from driftrec.online_update.embeddings import RedisVectorStore
+from driftrec.online_update.registry import open_registry
+from driftrec.online_update.training import Trainer, default_learner_config
 
 __all__ = ["build_trainer", "register_trainer"]
 
 log = logging.getLogger(__name__)
 
 
-def build_trainer(settings: Settings, client: redis.Redis) -> Trainer:
+def build_trainer(settings: DriftrecConfig, client: redis.Redis) -> Trainer:
     """A trainer for ``settings``, resumed from its last checkpoint when there is one."""
     # Contended cores make torch's intra-op threads fight; one thread is faster here.
     torch.set_num_threads(1)
@@ -55,7 +53,7 @@ def build_trainer(settings: Settings, client: redis.Redis) -> Trainer:
 class _TrainerLoop:
     """State the agent and its timer share (both run on the event loop)."""
 
-    def __init__(self, app: faust.App, settings: Settings) -> None:
+    def __init__(self, app: faust.App, settings: DriftrecConfig) -> None:
         self.settings = settings
         self.client = redis.Redis.from_url(settings.redis_url)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftrec-trainer")
@@ -149,7 +147,7 @@ class _TrainerLoop:
         self.last_status = time.monotonic()
 
 
-def register_trainer(app: faust.App, settings: Settings) -> None:
+def register_trainer(app: faust.App, settings: DriftrecConfig) -> None:
     """Register the trainer agent and its quiet-time checkpoint timer on ``app``."""
     examples = app.topic(
         settings.topic_examples, key_serializer="raw", value_serializer="raw", partitions=1

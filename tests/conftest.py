@@ -12,16 +12,15 @@ from collections.abc import Iterator
 
 import pytest
 import redis as redis_module
-
-from ops.settings import Settings
+from driftrec.ops.settings import Settings
 
 
 @pytest.fixture(scope="session")
 def live_settings() -> Settings:
     """Settings for the running services; fails loudly when they are not up."""
     settings = Settings()
-    from ops.infra.kafka import KafkaBroker
-    from ops.infra.redis import RedisServer
+    from driftrec.ops.infra.kafka import KafkaBroker
+    from driftrec.ops.infra.redis import RedisServer
 
     down = [
         f"{s.process.name} at {s.address}"

@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from ops.settings import Settings
+from driftrec.ops.settings import Settings
 
 __all__ = ["print_result", "run_bench"]
 
@@ -27,7 +27,7 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``ops/bench/<what>.py``'s ``bench_<what>`` and print its result."""
     import importlib
 
-    module = importlib.import_module(f"ops.bench.{args.what}")
+    module = importlib.import_module(f"driftrec.ops.bench.{args.what}")
     bench: Callable[[argparse.Namespace, Settings], dict[str, Any]] = getattr(
         module, f"bench_{args.what}"
     )

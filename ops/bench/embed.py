@@ -13,11 +13,10 @@ import argparse
 import time
 from typing import Any
 
-from online_update.embed_batch import item_text
-from online_update.text_encoder import load_text_encoder
-from ops.settings import Settings
-from producers.schemas import Item
-from producers.synthetic import SyntheticConfig, SyntheticLog
+from driftrec.core import Item
+from driftrec.online_update.embeddings import item_text, load_text_encoder
+from driftrec.ops.settings import Settings
+from driftrec.producers import SyntheticConfig, SyntheticLog
 
 __all__ = ["bench_embed", "synthetic_texts"]
 

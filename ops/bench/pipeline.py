@@ -2,7 +2,7 @@
 
 In one run, on fresh topics: start a worker, replay N synthetic events at max speed,
 and time until the trainer has applied every example the stream can emit (known
-exactly from ``stream.join_worker.expected_examples``). Then a bare aiokafka consumer
+exactly from ``driftrec.stream.join_worker.expected_examples``). Then a bare aiokafka consumer
 reads the same events topic from the start: ``raw_messages_per_s``. The pipeline reads
 each event twice (joiner, then trainer as an example) and writes it once, so a ratio
 near 0.5 is the ceiling. Freshness is the trainer's own measure: from the moment the
@@ -23,15 +23,12 @@ from typing import Any
 
 import redis
 from aiokafka import AIOKafkaConsumer
+from driftrec.core import InfraError
+from driftrec.ops.settings import Settings
+from driftrec.ops.worker_process import WorkerProcess
+from driftrec.producers import ensure_topics, open_source, replay
+from driftrec.stream.testing import expected_examples
 from kafka import KafkaAdminClient
-
-from ops.settings import Settings
-from ops.worker_process import WorkerProcess
-from producers.errors import InfraError
-from producers.kafka_io import ensure_topics
-from producers.replay import replay
-from producers.sources import open_source
-from stream.join_worker import expected_examples
 
 __all__ = ["bench_pipeline"]
 

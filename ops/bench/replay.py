@@ -12,15 +12,17 @@ import time
 import uuid
 from typing import Any
 
+from driftrec.core import Item, encode
+from driftrec.ops.settings import Settings
+from driftrec.producers import (
+    Rejected,
+    ensure_topics,
+    make_producer,
+    open_source,
+    prefetched,
+    replay_encoded,
+)
 from kafka import KafkaAdminClient
-
-from ops.settings import Settings
-from producers.kafka_io import ensure_topics, make_producer
-from producers.prefetch import prefetched
-from producers.records import Rejected
-from producers.replay import replay_encoded
-from producers.schemas import Item, encode
-from producers.sources import open_source
 
 __all__ = ["bench_replay"]
 

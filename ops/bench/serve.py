@@ -2,7 +2,7 @@
 
 One run, against the real Redis, under a fresh key prefix and a temporary data dir:
 
-1. ``ops.bench.serve_world.seed_world``: ``items`` catalog items with 384-d text vectors,
+1. ``driftrec.ops.bench.serve_world.seed_world``: ``items`` catalog items with 384-d text vectors,
    features for 200 users, and 4 versions of the default ``ModelConfig`` (MMoE, 384-d
    text like MiniLM) published to an isolated registry, the first one active.
 2. The server runs in a subprocess (``run_server``, as `driftrec serve` does), so client
@@ -40,12 +40,11 @@ from typing import Any
 
 import numpy as np
 import redis
+from driftrec.core import InfraError
+from driftrec.online_update.registry import ModelRegistry
+from driftrec.ops.bench.serve_world import drop_prefix, seed_world
+from driftrec.ops.settings import Settings
 from pydantic import SecretStr
-
-from online_update.registry import ModelRegistry
-from ops.bench.serve_world import drop_prefix, seed_world
-from ops.settings import Settings
-from producers.errors import InfraError
 
 __all__ = ["bench_serve"]
 
@@ -65,7 +64,7 @@ def _start_server(settings: Settings, port: int, log: Path) -> subprocess.Popen[
         "DRIFTREC_ADMIN_TOKEN": "bench",
     }
     code = (
-        "import sys; from ops.serving import run_server; from ops.settings import Settings; "
+        "import sys; from driftrec.ops.serving import run_server; from driftrec.ops.settings import Settings; "
         "run_server(Settings(), '127.0.0.1', int(sys.argv[1]))"
     )
     with log.open("wb") as out:

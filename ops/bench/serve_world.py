@@ -19,18 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import redis
-
-from models.config import ModelConfig
-from online_update.checkpoint import save_checkpoint
-from online_update.learner import LearnerConfig, OnlineLearner
-from online_update.registry import ModelRegistry
-from online_update.text_encoder import HashingTextEncoder
-from online_update.vector_store import RedisVectorStore
-from ops.settings import Settings
-from producers.schemas import Click, Example, Impression, Item
-from stream.feature_store import RedisFeatureStore
-from stream.features import FeatureState
-from stream.vectorise import FeatureEncoder
+from driftrec.core import Click, Example, Impression, Item
+from driftrec.features import FeatureEncoder, FeatureState
+from driftrec.models import ModelConfig
+from driftrec.online_update.embeddings import HashingTextEncoder, RedisVectorStore
+from driftrec.online_update.learning import LearnerConfig, OnlineLearner, save_checkpoint
+from driftrec.online_update.registry import ModelRegistry
+from driftrec.ops.settings import Settings
+from driftrec.stream import RedisFeatureStore
 
 __all__ = ["TINY_MODEL", "World", "drop_prefix", "seed_world"]
 

@@ -1,11 +1,11 @@
 """`driftrec bench train`: learner throughput against river's FMClassifier, in one run.
 
 Realistic batches: the default synthetic log goes through the stream's joiner and
-feature code (``online_update.eval_stream.replay_log``) with the configured text
+feature code (``driftrec.online_update.evaluation.eval_stream.replay_log``) with the configured text
 encoder, into labelled batches of 512 examples. ``OnlineLearner.learn_many`` (MMoE,
 ``LearnerConfig`` defaults) gets ``warmup`` batches untimed, then the timed ones;
 river's ``FMClassifier`` (as ``driftrec eval`` configures it, on the features of
-``online_update.baselines.river_features``) then ``learn_one`` s the first timed
+``driftrec.online_update.evaluation.baselines.river_features``) then ``learn_one`` s the first timed
 examples, at most ``river_examples`` of them: at a few thousand examples/s more
 would only lengthen the run, not change the rate. Both rates are wall-clock
 examples/s of learning alone (feature building excluded) with one torch thread.
@@ -17,7 +17,7 @@ import argparse
 import time
 from typing import Any
 
-from ops.settings import Settings
+from driftrec.ops.settings import Settings
 
 __all__ = ["bench_train"]
 
@@ -34,17 +34,19 @@ def bench_train(
 ) -> dict[str, Any]:
     """Measure and return the figures (see the module docstring)."""
     import torch
-
-    from models.batch import Batch
-    from models.config import ModelConfig
-    from online_update.baselines import make_river_fm, river_features
-    from online_update.eval_stream import ItemTexts, ToLearn, replay_log
-    from online_update.learner import LearnerConfig, OnlineLearner
-    from online_update.text_encoder import load_text_encoder
-    from online_update.vector_cache import CachedEncoder
-    from producers.errors import ConfigError
-    from producers.sources import open_source
-    from stream.features import DENSE_FEATURES
+    from driftrec.core import ConfigError
+    from driftrec.features import DENSE_FEATURES
+    from driftrec.models import Batch, ModelConfig
+    from driftrec.online_update.embeddings import CachedEncoder, load_text_encoder
+    from driftrec.online_update.evaluation import (
+        ItemTexts,
+        ToLearn,
+        make_river_fm,
+        replay_log,
+        river_features,
+    )
+    from driftrec.online_update.learning import LearnerConfig, OnlineLearner
+    from driftrec.producers import open_source
 
     torch.set_num_threads(1)  # see ops.eval_cmd: faster on two contended cores
     encoder = CachedEncoder(

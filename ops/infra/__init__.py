@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from ops.infra.services import ServiceStatus, services_down, services_status, services_up
+from driftrec.ops.infra.services import ServiceStatus, services_down, services_status, services_up
 
 __all__ = ["ServiceStatus", "services_down", "services_status", "services_up"]

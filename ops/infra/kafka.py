@@ -16,9 +16,9 @@ import uuid
 from importlib import resources
 from pathlib import Path
 
-from ops.infra.process import ManagedProcess, parse_host_port, port_open, wait_until
-from ops.settings import Settings
-from producers.errors import InfraError
+from driftrec.core import InfraError
+from driftrec.ops.infra.process import ManagedProcess, parse_host_port, port_open, wait_until
+from driftrec.ops.settings import Settings
 
 __all__ = ["KafkaBroker", "jar_cache_dir"]
 
@@ -76,7 +76,7 @@ class KafkaBroker:
         if (libs / ".complete").exists():
             return libs
         mvn = _require("mvn", "maven")
-        pom = resources.files("ops.infra").joinpath("kafka-pom.xml")
+        pom = resources.files("driftrec.ops.infra").joinpath("kafka-pom.xml")
         libs.mkdir(parents=True, exist_ok=True)
         with resources.as_file(pom) as pom_path:
             result = subprocess.run(

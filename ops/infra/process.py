@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from producers.errors import InfraError
+from driftrec.core import InfraError
 
 __all__ = [
     "ManagedProcess",
@@ -133,7 +133,9 @@ class ManagedProcess:
             wait_until(lambda: not _cmdline(pid), 5.0, interval=0.1)
         self.pid_file.unlink(missing_ok=True)
         for child in [c for c in _DETACHED if c.pid == pid]:  # reap it if it was our own child
-            child.poll()
+            # An empty cmdline means it is exiting, not always reaped yet: wait, don't poll.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=5)
             _DETACHED.remove(child)
         return True
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 from urllib.parse import urlparse
 
-from ops.infra.process import ManagedProcess, port_open, wait_until
-from ops.settings import Settings
-from producers.errors import InfraError
+from driftrec.core import InfraError
+from driftrec.ops.infra.process import ManagedProcess, port_open, wait_until
+from driftrec.ops.settings import Settings
 
 __all__ = ["RedisServer"]
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ops.infra.kafka import KafkaBroker
-from ops.infra.redis import RedisServer
-from ops.settings import Settings
+from driftrec.ops.infra.kafka import KafkaBroker
+from driftrec.ops.infra.redis import RedisServer
+from driftrec.ops.settings import Settings
 
 __all__ = ["ServiceStatus", "services_down", "services_status", "services_up"]
 

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from ops.serving.app import Services, build_services, create_app, run_server
-from ops.serving.model_holder import LoadedModel, ModelHolder
+from driftrec.ops.serving.app import Services, build_services, create_app, run_server
+from driftrec.ops.serving.model_holder import LoadedModel, ModelHolder
 
 __all__ = ["LoadedModel", "ModelHolder", "Services", "build_services", "create_app", "run_server"]

@@ -30,15 +30,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import redis
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-
-from online_update.registry import ModelRegistry, RegistryError
-from online_update.vector_store import RedisVectorStore
-from ops.serving.metrics import CONTENT_TYPE_LATEST, MetricsMiddleware, ServingMetrics
-from ops.serving.model_holder import LoadedModel, ModelHolder
-from ops.serving.schemas import (
+from driftrec.online_update.embeddings import RedisVectorStore
+from driftrec.online_update.registry import ModelRegistry, RegistryError
+from driftrec.ops.serving.metrics import CONTENT_TYPE_LATEST, MetricsMiddleware, ServingMetrics
+from driftrec.ops.serving.model_holder import LoadedModel, ModelHolder
+from driftrec.ops.serving.schemas import (
     BlendWeights,
     Health,
     ModelsResponse,
@@ -48,9 +44,12 @@ from ops.serving.schemas import (
     ScoreResponse,
     SwitchResponse,
 )
-from ops.serving.scoring import Scorer
-from ops.settings import Settings
-from stream.feature_store import RedisFeatureStore
+from driftrec.ops.serving.scoring import Scorer
+from driftrec.ops.settings import Settings
+from driftrec.stream import RedisFeatureStore
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 __all__ = ["Services", "build_services", "create_app", "run_server"]
 

@@ -39,16 +39,11 @@ from datetime import UTC, datetime
 import numpy as np
 import redis
 import torch
-
-from online_update.checkpoint import load_checkpoint
-from online_update.learner import OnlineLearner
-from online_update.promotion import ActiveSubscription
-from online_update.registry import ModelRegistry, VersionInfo
-from online_update.vector_store import RedisVectorStore
-from producers.errors import DriftrecError
-from producers.schemas import ExampleFeatures, Impression
-from stream.features import FeatureConfig
-from stream.vectorise import FeatureEncoder
+from driftrec.core import DriftrecError, ExampleFeatures, Impression
+from driftrec.features import FeatureConfig, FeatureEncoder
+from driftrec.online_update.embeddings import RedisVectorStore
+from driftrec.online_update.learning import OnlineLearner, load_checkpoint
+from driftrec.online_update.registry import ActiveSubscription, ModelRegistry, VersionInfo
 
 __all__ = ["LoadedModel", "ModelHolder"]
 

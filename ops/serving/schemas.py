@@ -20,9 +20,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from driftrec.online_update.registry import VersionInfo
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
-
-from online_update.registry import VersionInfo
 
 __all__ = [
     "MAX_CANDIDATES",

@@ -27,13 +27,12 @@ from datetime import datetime
 
 import numpy as np
 import torch
-
-from online_update.vector_store import RedisVectorStore
-from ops.serving.model_holder import LoadedModel
-from ops.serving.schemas import BlendWeights, ItemScore
-from producers.schemas import Impression
-from stream.feature_store import RedisFeatureStore, user_shard
-from stream.vectorise import TextLookup
+from driftrec.core import Impression
+from driftrec.features import TextLookup
+from driftrec.online_update.embeddings import RedisVectorStore
+from driftrec.ops.serving.model_holder import LoadedModel
+from driftrec.ops.serving.schemas import BlendWeights, ItemScore
+from driftrec.stream import RedisFeatureStore, user_shard
 
 __all__ = ["Scored", "Scorer", "blend"]
 

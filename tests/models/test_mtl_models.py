@@ -7,14 +7,20 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
-from models import ARCHS, BALANCING_METHODS, TASKS, ModelConfig, MultiTaskModel, make_balancer
-from models.batch import Batch
-from models.encoders import FeatureEncoder
-from models.losses import predict, task_losses
-from models.synthetic import StreamSpec, SyntheticStream
-from models.tasks import TaskSpec
-from producers.errors import ConfigError
+from driftrec.core.errors import ConfigError
+from driftrec.models import (
+    ARCHS,
+    BALANCING_METHODS,
+    TASKS,
+    ModelConfig,
+    MultiTaskModel,
+    make_balancer,
+)
+from driftrec.models.batch import Batch
+from driftrec.models.encoders import FeatureEncoder
+from driftrec.models.losses import predict, task_losses
+from driftrec.models.synthetic import StreamSpec, SyntheticStream
+from driftrec.models.tasks import TaskSpec
 
 SPEC = StreamSpec(text_dim=8, n_dense=3, n_users=50, n_items=80)
 
@@ -93,7 +99,7 @@ def test_ids_are_reduced_modulo_buckets(batch: Batch) -> None:
 
 def test_wrong_dense_width_is_a_config_error(batch: Batch) -> None:
     enc = FeatureEncoder(small(n_dense=4))
-    from models.encoders import check_batch
+    from driftrec.models.encoders import check_batch
 
     with pytest.raises(ConfigError, match="n_dense"):
         check_batch(batch, enc.config)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from ops.cli import build_parser, main
-from ops.settings import Settings
+from driftrec.ops.cli import build_parser, main
+from driftrec.ops.settings import Settings
 
 
 def test_config_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
@@ -19,7 +18,7 @@ def test_config_hides_secrets(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DRIFTREC_ADMIN_TOKEN", "s3cret-value")
-    from ops import settings
+    from driftrec.ops import settings
 
     settings.get_settings.cache_clear()
     try:

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-
-from ops.cli import build_parser
-from ops.settings import Settings
+from driftrec.ops.cli import build_parser
+from driftrec.ops.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

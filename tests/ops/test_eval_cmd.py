@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-
-from online_update.evaluation import METRICS, SYSTEMS
-from ops.eval_cmd import format_table, run_eval, split_options
-from ops.settings import Settings
-from producers.errors import ConfigError
+from driftrec.core.errors import ConfigError
+from driftrec.online_update.evaluation.runner import METRICS, SYSTEMS
+from driftrec.ops.eval_cmd import format_table, run_eval, split_options
+from driftrec.ops.settings import Settings
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -92,7 +91,7 @@ def test_bad_arguments_fail_before_any_work(settings: Settings) -> None:
 
 
 def test_table_has_a_row_per_system_and_dashes_for_missing_values() -> None:
-    from online_update.evaluation import EvalReport
+    from driftrec.online_update.evaluation.runner import EvalReport
 
     metrics = {name: dict.fromkeys(METRICS, 0.5) for name in ("online", "river_fm")}
     metrics["river_fm"]["conversion_auc"] = None

@@ -19,14 +19,13 @@ import httpx
 import pytest
 import redis
 import uvicorn
+from driftrec.online_update.embeddings.vector_store import RedisVectorStore
+from driftrec.online_update.registry.versions import ModelRegistry
+from driftrec.ops.bench.serve_world import TINY_MODEL as TINY
+from driftrec.ops.bench.serve_world import World, drop_prefix, seed_world
+from driftrec.ops.serving import LoadedModel, ModelHolder, create_app
+from driftrec.ops.settings import Settings
 from pydantic import SecretStr
-
-from online_update.registry import ModelRegistry
-from online_update.vector_store import RedisVectorStore
-from ops.bench.serve_world import TINY_MODEL as TINY
-from ops.bench.serve_world import World, drop_prefix, seed_world
-from ops.serving import LoadedModel, ModelHolder, create_app
-from ops.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -8,13 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from ops.cli import main
-from ops.infra.kafka import KafkaBroker
-from ops.infra.process import ManagedProcess, parse_host_port, port_open
-from ops.infra.redis import RedisServer
-from ops.settings import Settings
-from producers.errors import InfraError
+from driftrec.core.errors import InfraError
+from driftrec.ops.cli import main
+from driftrec.ops.infra.kafka import KafkaBroker
+from driftrec.ops.infra.process import ManagedProcess, parse_host_port, port_open
+from driftrec.ops.infra.redis import RedisServer
+from driftrec.ops.settings import Settings
 
 
 @pytest.fixture

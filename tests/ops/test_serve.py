@@ -15,16 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from driftrec.online_update.embeddings.vector_store import RedisVectorStore
+from driftrec.ops.bench.serve_world import TINY_MODEL as TINY
+from driftrec.ops.bench.serve_world import World, drop_prefix, seed_world
+from driftrec.ops.serving import create_app
+from driftrec.ops.serving.schemas import BlendWeights
+from driftrec.ops.serving.scoring import blend
+from driftrec.ops.settings import Settings
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
-
-from online_update.vector_store import RedisVectorStore
-from ops.bench.serve_world import TINY_MODEL as TINY
-from ops.bench.serve_world import World, drop_prefix, seed_world
-from ops.serving import create_app
-from ops.serving.schemas import BlendWeights
-from ops.serving.scoring import blend
-from ops.settings import Settings
 
 with warnings.catch_warnings():
     # Starlette now prefers the httpx2 package, which is not installed; httpx still works.

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from driftrec.ops.watch import Snapshot, render
 from rich.console import Console
-
-from ops.watch import Snapshot, render
 
 
 def text_of(snapshot: Snapshot, before: Snapshot | None) -> str:

@@ -7,11 +7,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
-from producers.errors import ConfigError
-from producers.mind import parse_mind_time, read_mind
-from producers.records import Record, Rejected
-from producers.schemas import Click, Conversion, Dwell, Impression, Item
+from driftrec.core.errors import ConfigError
+from driftrec.core.schemas import Click, Conversion, Dwell, Impression, Item
+from driftrec.producers.mind import parse_mind_time, read_mind
+from driftrec.producers.records import Record, Rejected
 
 MIND = Path(__file__).parent.parent / "fixtures" / "mind"
 T1 = datetime(2019, 11, 11, 9, 5, 58, tzinfo=UTC)

@@ -8,11 +8,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
-from producers.errors import ConfigError
-from producers.movielens import dwell_seconds, read_movielens
-from producers.records import Record, Rejected
-from producers.schemas import Click, Conversion, Dwell, Impression, Item
+from driftrec.core.errors import ConfigError
+from driftrec.core.schemas import Click, Conversion, Dwell, Impression, Item
+from driftrec.producers.movielens import dwell_seconds, read_movielens
+from driftrec.producers.records import Record, Rejected
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "movielens"
 ML100K = FIXTURES / "ml-100k"

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from producers.errors import ConfigError
-from producers.prefetch import prefetched
-from producers.replay import encode_records
-from producers.sources import open_source
+from driftrec.core.errors import ConfigError
+from driftrec.producers.prefetch import prefetched
+from driftrec.producers.replay import encode_records
+from driftrec.producers.sources import open_source
 
 OPTIONS = {"n_events": "3000", "seed": "5"}
 

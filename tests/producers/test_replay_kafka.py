@@ -7,12 +7,11 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from driftrec.core.schemas import Click, Dwell, Impression, Item, decode_event
+from driftrec.ops.settings import Settings
+from driftrec.producers.records import Record, Rejected
+from driftrec.producers.replay import replay
 from kafka import KafkaConsumer
-
-from ops.settings import Settings
-from producers.records import Record, Rejected
-from producers.replay import replay
-from producers.schemas import Click, Dwell, Impression, Item, decode_event
 
 pytestmark = pytest.mark.integration
 

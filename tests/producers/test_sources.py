@@ -11,14 +11,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
-from producers.errors import ConfigError
-from producers.mind import read_mind
-from producers.movielens import read_movielens
-from producers.records import Record, Rejected
-from producers.schemas import Click, Item
-from producers.sources import FORMATS, csv_rows, guess_format, open_source, reject
-from producers.tabular import read_tabular
+from driftrec.core.errors import ConfigError
+from driftrec.core.schemas import Click, Item
+from driftrec.producers.lines import csv_rows, reject
+from driftrec.producers.mind import read_mind
+from driftrec.producers.movielens import read_movielens
+from driftrec.producers.records import Record, Rejected
+from driftrec.producers.sources import FORMATS, guess_format, open_source
+from driftrec.producers.tabular import read_tabular
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 MIND = FIXTURES / "mind"
@@ -125,7 +125,7 @@ def test_options_a_reader_does_not_take_are_config_errors() -> None:
 
 
 def fake_synthetic(seen: dict[str, object]) -> types.ModuleType:
-    module = types.ModuleType("producers.synthetic")
+    module = types.ModuleType("driftrec.producers.synthetic")
 
     def synthetic_records(source: str | Path, options: Mapping[str, str]) -> Iterator[Record]:
         seen.update(source=source, options=dict(options))
@@ -144,7 +144,7 @@ def fake_synthetic(seen: dict[str, object]) -> types.ModuleType:
 
 def test_synthetic_dispatch_is_limited_and_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, object] = {}
-    monkeypatch.setitem(sys.modules, "producers.synthetic", fake_synthetic(seen))
+    monkeypatch.setitem(sys.modules, "driftrec.producers.synthetic", fake_synthetic(seen))
     records = list(open_source("drift-demo", "synthetic", limit=5, options={"seed": "7"}))
     assert [r.event_id for r in records if isinstance(r, Click)] == ["s1", "s2", "s3", "s4", "s5"]
     # The world is sized to the limit, so its drifts fall inside the events read.
@@ -156,7 +156,7 @@ def test_synthetic_dispatch_is_limited_and_closed(monkeypatch: pytest.MonkeyPatc
 
 
 def test_synthetic_without_its_module_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "producers.synthetic", None)
+    monkeypatch.setitem(sys.modules, "driftrec.producers.synthetic", None)
     with pytest.raises(ConfigError, match="synthetic generator is not available"):
         open_source("demo", "synthetic")
 

@@ -11,11 +11,10 @@ from typing import Literal
 
 import numpy as np
 import pytest
-
-from producers.errors import ConfigError
-from producers.records import EventRecord, Rejected
-from producers.schemas import Click, Dwell, Impression, Item
-from producers.synthetic import (
+from driftrec.core.errors import ConfigError
+from driftrec.core.schemas import Click, Dwell, Impression, Item
+from driftrec.producers.records import EventRecord, Rejected
+from driftrec.producers.synthetic import (
     DEFAULT_CONFIG,
     DriftSpec,
     SyntheticConfig,
@@ -23,7 +22,7 @@ from producers.synthetic import (
     load_config,
     synthetic_records,
 )
-from producers.synthetic_vocab import TOPIC_WORDS
+from driftrec.producers.synthetic_vocab import TOPIC_WORDS
 
 SMALL = SyntheticConfig(
     seed=3,
@@ -285,7 +284,7 @@ def test_bad_files_raise_config_error(tmp_path: Path) -> None:
 
 
 def test_replay_dispatcher_opens_the_synthetic_log() -> None:
-    from producers.sources import open_source
+    from driftrec.producers.sources import open_source
 
     options = {"seed": "5", "n_events": "500", "n_users": "40", "n_initial_items": "60"}
     records = list(open_source("default", "synthetic", limit=120, options=options))

@@ -8,13 +8,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from driftrec.core.errors import ConfigError
+from driftrec.core.schemas import Click, Conversion, Dwell, Impression, Item
+from driftrec.producers.records import Record, Rejected
+from driftrec.producers.tabular import parse_ts, read_tabular
 from hypothesis import given
 from hypothesis import strategies as st
-
-from producers.errors import ConfigError
-from producers.records import Record, Rejected
-from producers.schemas import Click, Conversion, Dwell, Impression, Item
-from producers.tabular import parse_ts, read_tabular
 
 TABULAR = Path(__file__).parent.parent / "fixtures" / "tabular"
 MAPPING = {"user_id": "uid", "item_id": "item"}

@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
-
-from ops.settings import Settings
-from ops.worker_process import WorkerProcess
+from driftrec.ops.settings import Settings
+from driftrec.ops.worker_process import WorkerProcess
 
 
 def start_worker(settings: Settings, data_dir: Path, log_path: Path) -> WorkerProcess:

@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from driftrec.core.schemas import Click, Impression, Item, encode
+from driftrec.ops.settings import Settings
+from driftrec.producers.kafka_io import ensure_topics, make_producer
 from kafka import KafkaConsumer
 
-from ops.settings import Settings
-from producers.kafka_io import ensure_topics, make_producer
-from producers.schemas import Click, Impression, Item, encode
 from tests.stream.pipeline_harness import WorkerProcess, start_worker, trainer_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

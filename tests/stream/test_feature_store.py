@@ -8,10 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
-
-from producers.schemas import Click, ExampleFeatures, Impression, Item
-from stream.feature_store import RedisFeatureStore, user_shard
-from stream.features import FeatureConfig, FeatureState
+from driftrec.core.schemas import Click, ExampleFeatures, Impression, Item
+from driftrec.features.state import FeatureConfig, FeatureState
+from driftrec.stream.feature_store import RedisFeatureStore, user_shard
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import faust
 import pytest
-
-from ops.settings import Settings
-from producers.schemas import Click, Impression, encode
-from stream.join_agent import register_joiner
+from driftrec.core.schemas import Click, Impression, encode
+from driftrec.ops.settings import Settings
+from driftrec.stream.join_agent import register_joiner
+from driftrec.stream.testing import run_agent
 
 pytestmark = pytest.mark.integration  # snapshots go to the real Redis
 
@@ -45,13 +45,9 @@ async def _run(isolated: Settings, redis_prefix: str, tmp_path: Path) -> None:
         # An hour later the click window of i1 has closed in event time.
         encode(Impression(event_id="i2", user_id="u", item_id="b", ts=T0 + timedelta(hours=3))),
     ]
-    async with app.agents["joiner"].test_context() as agent:
-        for value in events:
-            await agent.put(key=b"u", value=value, partition=0)  # offsets 0, 1, 2, 3
-        for _ in range(100):
-            if worker.counts["impression"] == 2:
-                break
-            await asyncio.sleep(0.05)
+    # offsets 0, 1, 2, 3
+    messages = [(b"u", value) for value in events]
+    await run_agent(app.agents["joiner"], messages, lambda: worker.counts["impression"] == 2)
     assert worker.counts["examples"] == 1 and worker.counts["dead_letters"] == 1
     assert worker.counts["click"] == 1
     state = worker.states[0]

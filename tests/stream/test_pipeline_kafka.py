@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from driftrec.features import joiner_config
+from driftrec.ops.settings import Settings
+from driftrec.producers.replay import replay
+from driftrec.producers.sources import open_source
+from driftrec.stream import PartitionState
+from driftrec.stream.testing import expected_examples
 
-from ops.settings import Settings
-from producers.replay import replay
-from producers.sources import open_source
-from stream.join_worker import PartitionState, expected_examples, joiner_config
 from tests.stream.pipeline_harness import (
     WorkerProcess,
     joiner_statuses,

@@ -1,0 +1,112 @@
+"""The configuration every layer below ``ops/`` receives as an argument.
+
+Only ``ops/`` reads the environment (``driftrec.ops.settings.Settings`` is this class
+filled from ``DRIFTREC_*`` variables plus the settings of local infrastructure and
+admin); everything else is handed a ``DriftrecConfig`` and never looks it up itself.
+
+>>> config = DriftrecConfig(kafka_bootstrap="a:9092, b:9092")
+>>> config.bootstrap_servers
+['a:9092', 'b:9092']
+>>> config.kafka_client_options()
+{'security_protocol': 'PLAINTEXT'}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+__all__ = ["DriftrecConfig"]
+
+
+class DriftrecConfig(BaseModel):
+    """Where Kafka and Redis are, what the topics are called, where state lives, and the
+    cadences of the stream's agents."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port."
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis URL (registry, features, metrics)."
+    )
+    topic_events: str = Field(
+        "driftrec.events", description="Impressions, clicks, conversions, dwell (keyed by user)."
+    )
+    topic_items: str = Field("driftrec.items", description="Item catalog, compacted by item_id.")
+    topic_examples: str = Field("driftrec.examples", description="Labelled examples with features.")
+    topic_metrics: str = Field(
+        "driftrec.metrics", description="Per-task rolling metrics and drift alarms."
+    )
+    topic_deadletter: str = Field(
+        "driftrec.deadletter", description="Rejected records with the reason."
+    )
+    partitions: int = Field(4, ge=1, le=1024, description="Partitions for topics driftrec creates.")
+    replication_factor: int = Field(
+        1, ge=1, description="Replication factor for topics driftrec creates."
+    )
+    data_dir: Path = Field(
+        Path(".driftrec"), description="Local state: Kafka/Redis data, logs, checkpoints."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol, passed to every client."
+    )
+    kafka_sasl_mechanism: str | None = Field(
+        None, description="SASL mechanism (PLAIN, SCRAM-SHA-256, ...)."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL username.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for TLS to Kafka.")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client key for mutual TLS.")
+    app_id: str = Field("driftrec", description="faust app id (the consumer group of the workers).")
+    redis_prefix: str = Field("driftrec:", description="Prefix of every Redis key driftrec writes.")
+    click_window_s: float = Field(
+        1800.0, gt=0, description="Attribution window for clicks, seconds of event time."
+    )
+    conversion_window_s: float = Field(
+        7200.0, gt=0, description="Attribution window for conversions and dwell (>= click window)."
+    )
+    take_max: int = Field(2000, ge=1, description="Most events an agent takes per batch.")
+    take_within_s: float = Field(
+        0.25, gt=0, description="Longest an agent waits to fill a batch, seconds."
+    )
+    snapshot_every_s: float = Field(
+        2.0, gt=0, description="Joiner state snapshot (and offset commit) cadence, seconds."
+    )
+    checkpoint_every_examples: int = Field(
+        20_000, ge=1, description="Trainer checkpoint cadence in examples (whichever comes first)."
+    )
+    checkpoint_every_s: float = Field(
+        30.0, gt=0, description="Trainer checkpoint cadence in seconds."
+    )
+    model_arch: Literal["mmoe", "ple", "shared-bottom"] = Field(
+        "mmoe", description="Multi-task architecture."
+    )
+    text_model: str = Field(
+        "minilm",
+        description="Text encoder: minilm (packaged), hashing[:dim], or a local HF model directory.",
+    )
+    web_port: int = Field(6066, ge=0, description="faust worker web port (0 = disabled).")
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Security options in the keyword form kafka-python and aiokafka both accept."""
+        options: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_sasl_mechanism:
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            options["sasl_plain_username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password:
+            options["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            value = getattr(self, f"kafka_{key}")
+            if value:
+                options[key] = str(value)
+        return options
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]

@@ -1,0 +1,25 @@
+"""The online learner: predict-then-learn on mini-batches, rolling metrics, drift detectors,
+and checkpoints that hold the model, its optimisers and its metrics (never pickled code).
+"""
+
+from __future__ import annotations
+
+from driftrec.online_update.learning.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_extra,
+    save_checkpoint,
+)
+from driftrec.online_update.learning.learner import LearnerConfig, OnlineLearner, StepResult
+from driftrec.online_update.learning.metrics import roc_auc
+
+__all__ = [
+    "CheckpointError",
+    "LearnerConfig",
+    "OnlineLearner",
+    "StepResult",
+    "load_checkpoint",
+    "read_extra",
+    "roc_auc",
+    "save_checkpoint",
+]

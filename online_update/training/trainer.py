@@ -1,0 +1,312 @@
+"""The incremental trainer: the one writer of a model, fed labelled examples.
+
+Transport-free: the faust agent (stream/train_agent.py) hands it raw messages of
+the examples topic with their offsets and acks them once ``checkpoint`` has made
+their effect durable. Exactly-once *effect* on an at-least-once stream:
+
+- a message at or below the checkpoint's offset was already applied (skipped);
+- an example whose impression id was applied recently is a re-emission from a
+  restarted joiner (skipped); the ids of recently applied examples are saved in
+  the checkpoint with the model, so both checks survive a crash together.
+
+Every checkpoint becomes a registry version; auto-promotion decides whether it
+goes live (see online_update/registry/promotion.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from driftrec.core import DeadLetter, Example, InvalidEvent, dead_letter
+from driftrec.features import FeatureEncoder, stable_hash
+from driftrec.models import Batch, ModelConfig
+from driftrec.online_update.embeddings import RedisVectorStore
+from driftrec.online_update.learning import (
+    LearnerConfig,
+    OnlineLearner,
+    StepResult,
+    load_checkpoint,
+    read_extra,
+    roc_auc,
+    save_checkpoint,
+)
+from driftrec.online_update.registry import ModelRegistry, PromotionPolicy, SameWindow, VersionInfo
+from driftrec.online_update.training.text_switch import adopt_embedding_version, paired_sample
+
+__all__ = ["RecentIds", "Trainer", "TrainerBatch", "default_learner_config"]
+
+log = logging.getLogger(__name__)
+
+
+class RecentIds:
+    """The last ``capacity`` applied example ids, as stable 64-bit hashes."""
+
+    def __init__(self, capacity: int = 1_000_000) -> None:
+        self.capacity = capacity
+        self._order: deque[int] = deque()
+        self._set: set[int] = set()
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._set
+
+    def add(self, key: int) -> None:
+        self._order.append(key)
+        self._set.add(key)
+        if len(self._order) > self.capacity:
+            self._set.discard(self._order.popleft())
+
+    def to_tensor(self) -> torch.Tensor:
+        return torch.tensor(list(self._order), dtype=torch.int64)
+
+    @classmethod
+    def from_tensor(cls, values: torch.Tensor, capacity: int = 1_000_000) -> RecentIds:
+        ids = cls(capacity)
+        for key in values.tolist():
+            ids.add(int(key))
+        return ids
+
+
+@dataclass
+class TrainerBatch:
+    """Examples ready to learn from, and what the agent must dead-letter or skip."""
+
+    examples: list[Example] = field(default_factory=list)
+    produced_at: list[float] = field(default_factory=list)  # wall time each example was emitted
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    skipped_offsets: int = 0
+    skipped_duplicates: int = 0
+    last_offsets: dict[int, int] = field(default_factory=dict)
+
+
+class Trainer:
+    """Dedupe, vectorise, learn, checkpoint, publish; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        learner_config: LearnerConfig,
+        registry: ModelRegistry,
+        vectors: RedisVectorStore,
+        checkpoint_path: Path,
+        topic: str,
+        policy: PromotionPolicy | None = None,
+    ) -> None:
+        self.registry = registry
+        self.vectors = vectors
+        self.checkpoint_path = checkpoint_path
+        self.topic = topic
+        self.policy = policy or PromotionPolicy()
+        self.learner = OnlineLearner(learner_config)
+        self.text_dim = learner_config.model.text_dim
+        self.encoder = FeatureEncoder(self.text_dim)
+        self.offsets: dict[int, int] = {}  # partition -> last applied offset
+        self.applied = RecentIds()
+        self.parent: str | None = None
+        self.freshness: deque[float] = deque(maxlen=20_000)
+        self.last_checkpoint_at = time.monotonic()
+        self.examples_at_checkpoint = 0
+        self.last_version: VersionInfo | None = None
+        #: The most recent examples with this learner's prequential click predictions, so a
+        #: new version is compared with the active one on the same examples.
+        self.window: deque[tuple[Batch, np.ndarray]] = deque()
+        self.window_rows = 0
+        self.window_size = 5000
+        self._active_cache: tuple[str, OnlineLearner] | None = None
+        #: The embedding version this learner trains in; never simply "the active one".
+        self.embedding_version: str | None = vectors.active_version()
+
+    # -- recovery ---------------------------------------------------------------------------
+
+    def resume(self) -> bool:
+        """Continue from the newest checkpoint this trainer wrote, if any."""
+        if not self.checkpoint_path.exists():
+            return False
+        learner, meta = load_checkpoint(self.checkpoint_path)
+        extra = read_extra(self.checkpoint_path)
+        self.learner = learner
+        self.offsets = {
+            int(key.rpartition(":")[2]): offset
+            for key, offset in meta.offsets.items()
+            if key.rpartition(":")[0] == self.topic
+        }
+        self.applied = RecentIds.from_tensor(
+            extra.get("applied", torch.empty(0, dtype=torch.int64))
+        )
+        self.examples_at_checkpoint = learner.examples_seen
+        self.embedding_version = meta.embedding_version or self.vectors.active_version()
+        self._set_text_dim(learner.config.model.text_dim)
+        active = self.registry.active()
+        self.parent = active.version if active else None
+        log.info(
+            "trainer resumed at offsets %s with %d examples seen",
+            self.offsets,
+            learner.examples_seen,
+        )
+        return True
+
+    # -- the hot path ---------------------------------------------------------------------
+
+    def prepare(self, messages: Sequence[tuple[int, int, bytes | None, float]]) -> TrainerBatch:
+        """(partition, offset, value, produced_at) messages -> examples not yet applied."""
+        out = TrainerBatch()
+        batch_ids: set[int] = set()
+        topic = self.topic
+        for partition, offset, value, produced_at in messages:
+            if offset > out.last_offsets.get(partition, -1):
+                out.last_offsets[partition] = offset
+            if offset <= self.offsets.get(partition, -1):
+                out.skipped_offsets += 1
+                continue
+            try:
+                example = Example.model_validate_json(value or b"")
+            except ValueError as error:
+                reason = str(InvalidEvent(f"invalid example: {error}")).splitlines()[0]
+                out.dead_letters.append(
+                    dead_letter(reason, "trainer", topic, partition, offset, value)
+                )
+                continue
+            key = stable_hash(example.impression.event_id, "example")
+            if key in self.applied or key in batch_ids:
+                out.skipped_duplicates += 1
+                continue
+            batch_ids.add(key)
+            out.examples.append(example)
+            out.produced_at.append(produced_at)
+        return out
+
+    def _set_text_dim(self, dim: int) -> None:
+        if dim != self.text_dim:
+            self.text_dim = dim
+            self.encoder = FeatureEncoder(dim)
+
+    def follow_embedding_version(self) -> str | None:
+        """Move the learner to the active embedding version if it changed (between batches).
+
+        Returns how the switch was made, or None when there was nothing to do.
+        """
+        active = self.vectors.active_version()
+        if active is None or active == self.embedding_version:
+            return None
+        described = self.vectors.describe(active) or {}
+        new_dim = int(described.get("dim", self.text_dim))
+        old = self.embedding_version
+        pairs = paired_sample(self.vectors, old, active, self.text_dim, new_dim) if old else None
+        self.learner, report = adopt_embedding_version(self.learner, new_dim, pairs=pairs)
+        self._set_text_dim(new_dim)
+        self.embedding_version = active
+        log.warning("trainer moved from embedding version %s to %s: %s", old, active, report)
+        return str(report)
+
+    def text_lookup(self, item_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        if self.embedding_version is None:
+            empty = np.zeros((len(item_ids), self.text_dim), np.float32)
+            return empty, np.zeros(len(item_ids), bool)
+        return self.vectors.get(self.embedding_version, item_ids, self.text_dim)
+
+    def learn(self, batch: TrainerBatch) -> StepResult | None:
+        """Apply the batch (blocking torch work: call it from an executor)."""
+        for partition, offset in batch.last_offsets.items():
+            self.offsets[partition] = max(offset, self.offsets.get(partition, -1))
+        if not batch.examples:
+            return None
+        self.follow_embedding_version()
+        tensors = self.encoder.examples_to_batch(batch.examples, self.text_lookup)
+        result = self.learner.learn_many(tensors)
+        self._remember(tensors, result.predictions["click"])
+        for example in batch.examples:
+            self.applied.add(stable_hash(example.impression.event_id, "example"))
+        now = time.time()
+        self.freshness.extend(now - t for t in batch.produced_at)
+        return result
+
+    def _remember(self, batch: Batch, click: np.ndarray) -> None:
+        self.window.append((batch, np.asarray(click, dtype=np.float64)))
+        self.window_rows += len(batch)
+        while self.window and self.window_rows - len(self.window[0][0]) >= self.window_size:
+            self.window_rows -= len(self.window.popleft()[0])
+
+    def same_window(self) -> SameWindow | None:
+        """Click AUC of this learner (prequential) and of the active version on the same
+        recent examples, or None when they cannot be compared (different text space)."""
+        active = self.registry.active()
+        if (
+            active is None
+            or not self.window
+            or active.embedding_version != (self.embedding_version or "")
+        ):
+            return None
+        if self._active_cache is None or self._active_cache[0] != active.version:
+            learner, _ = load_checkpoint(self.registry.open_artifact(active.version))
+            self._active_cache = (active.version, learner)
+        batch = Batch.concat([b for b, _ in self.window])
+        if batch.click is None:
+            return None
+        labels = batch.click.numpy()
+        mine = np.concatenate([p for _, p in self.window])
+        theirs = self._active_cache[1].predict_many(batch)["click"]
+        return (
+            active.version,
+            {"click.auc": roc_auc(labels, mine)},
+            {"click.auc": roc_auc(labels, theirs)},
+        )
+
+    # -- durability -----------------------------------------------------------------------
+
+    def checkpoint_due(self, every_examples: int, every_s: float) -> bool:
+        fresh = self.learner.examples_seen - self.examples_at_checkpoint
+        return fresh >= every_examples or (
+            fresh > 0 and time.monotonic() - self.last_checkpoint_at >= every_s
+        )
+
+    def checkpoint(self) -> VersionInfo:
+        """Write the checkpoint (model + offset + applied ids), publish it, maybe promote it."""
+        embedding_version = self.embedding_version or ""
+        meta = save_checkpoint(
+            self.learner,
+            self.checkpoint_path,
+            offsets={f"{self.topic}:{p}": o for p, o in sorted(self.offsets.items())},
+            embedding_version=embedding_version,
+            extra={"applied": self.applied.to_tensor()},
+        )
+        info = self.registry.publish(
+            self.checkpoint_path,
+            parent=self.parent,
+            examples_seen=meta.examples_seen,
+            offsets=meta.offsets,
+            metrics=meta.metrics,
+            embedding_version=embedding_version,
+            config_fingerprint=meta.fingerprint,
+        )
+        if self.registry.maybe_promote(info, self.policy, self.same_window()):
+            self.parent = info.version
+        self.last_version = info
+        self.last_checkpoint_at = time.monotonic()
+        self.examples_at_checkpoint = meta.examples_seen
+        return info
+
+    def status(self) -> dict[str, Any]:
+        """What `driftrec watch` shows: metrics, alarms, freshness, checkpoint."""
+        fresh = np.array(self.freshness) if self.freshness else np.zeros(1)
+        summary = {k: (None if v != v else round(v, 5)) for k, v in self.learner.summary().items()}
+        return {
+            "examples_seen": self.learner.examples_seen,
+            "offsets": {str(p): o for p, o in sorted(self.offsets.items())},
+            "metrics": summary,
+            "alarms": [a.to_dict() for a in self.learner.alarms[-20:]],
+            "freshness_p50_s": round(float(np.percentile(fresh, 50)), 4),
+            "freshness_p95_s": round(float(np.percentile(fresh, 95)), 4),
+            "checkpoint": self.last_version.version if self.last_version else None,
+        }
+
+
+def default_learner_config(arch: str, text_dim: int) -> LearnerConfig:
+    """The stream's learner: the chosen architecture over ``text_dim`` text vectors."""
+    return LearnerConfig(model=ModelConfig(arch=arch, text_dim=text_dim))  # type: ignore[arg-type]  # arch is validated by ModelConfig

@@ -1,0 +1,142 @@
+"""Checkpoint files: atomic, code-free, self-describing, strict about configs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from driftrec.core.errors import DriftrecError
+from driftrec.models import ModelConfig
+from driftrec.models.synthetic import StreamSpec, SyntheticStream
+from driftrec.online_update.learning import checkpoint as ckpt
+from driftrec.online_update.learning.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_extra,
+    read_meta,
+    save_checkpoint,
+)
+from driftrec.online_update.learning.drift import Alarm
+from driftrec.online_update.learning.learner import LearnerConfig, OnlineLearner
+
+CFG = LearnerConfig(
+    model=ModelConfig(text_dim=8, n_dense=3, user_buckets=50, item_buckets=50, category_buckets=5),
+    balancing="uncertainty",
+    metric_window=64,
+)
+
+
+@pytest.fixture
+def learner() -> OnlineLearner:
+    stream = SyntheticStream(StreamSpec(text_dim=8, n_dense=3, n_users=20, n_items=30))
+    learner = OnlineLearner(CFG)
+    for _ in range(3):
+        learner.learn_many(stream.batch(40))
+    return learner
+
+
+def test_file_is_plain_tensors_and_json(learner: OnlineLearner, tmp_path: Path) -> None:
+    path = tmp_path / "a" / "model.pt"
+    meta = save_checkpoint(
+        learner, path, offsets={"driftrec.examples:3": 1200}, embedding_version="minilm@v2"
+    )
+    payload = torch.load(path, weights_only=True)  # no pickled code or river objects
+    assert set(payload) == {
+        "meta",
+        "model",
+        "balancer",
+        "optimizers",
+        "pending",
+        "metrics",
+        "extra",
+    }
+    stored = json.loads(payload["meta"])
+    json.dumps(stored, allow_nan=False)  # strict JSON: undefined metrics are null
+    assert stored["offsets"] == {"driftrec.examples:3": 1200}
+    assert stored["embedding_version"] == "minilm@v2"
+    assert stored["examples_seen"] == 120 and stored["fingerprint"] == CFG.fingerprint()
+    assert LearnerConfig.from_dict(stored["config"]) == CFG
+    assert read_meta(path) == meta
+    assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temp file left
+
+
+def test_extra_state_travels_with_the_checkpoint(learner: OnlineLearner, tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    ids = torch.tensor([7, -3, 2**62], dtype=torch.int64)
+    save_checkpoint(learner, path, extra={"applied": ids})
+    assert torch.equal(read_extra(path)["applied"], ids)
+    save_checkpoint(learner, path)
+    assert read_extra(path) == {}
+
+
+def test_load_without_config_uses_the_stored_one(learner: OnlineLearner, tmp_path: Path) -> None:
+    learner.drift.alarms.append(Alarm("adwin", "click", 77))
+    save_checkpoint(learner, tmp_path / "m.pt")
+    restored, _ = load_checkpoint(tmp_path / "m.pt")
+    assert restored.config == CFG and restored.batches_seen == 3
+    assert restored.alarms == [Alarm("adwin", "click", 77)]
+    assert restored.summary() == pytest.approx(learner.summary(), nan_ok=True)
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint(
+    learner: OnlineLearner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "m.pt"
+    first = save_checkpoint(learner, path)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt.torch, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(learner, path)
+    assert read_meta(path) == first
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_unreadable_files_raise_checkpoint_error(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        read_meta(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_checkpoint(tmp_path / "junk.pt")
+    assert issubclass(CheckpointError, DriftrecError)
+
+
+def test_code_in_a_pickle_is_refused(tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (print, ("pwned",))
+
+    torch.save({"meta": "{}", "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError):
+        read_meta(tmp_path / "evil.pt")
+
+
+def test_bad_offsets_are_refused(learner: OnlineLearner, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="offsets"):
+        save_checkpoint(learner, tmp_path / "m.pt", offsets={"t:0": "12"})  # type: ignore[dict-item]
+
+
+def test_tampered_state_is_a_checkpoint_error(learner: OnlineLearner, tmp_path: Path) -> None:
+    path = tmp_path / "m.pt"
+    save_checkpoint(learner, path)
+    payload = torch.load(path, weights_only=True)
+    payload["model"].pop(next(iter(payload["model"])))
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_checkpoint(path)
+
+
+def test_metric_windows_continue_exactly(learner: OnlineLearner, tmp_path: Path) -> None:
+    save_checkpoint(learner, tmp_path / "m.pt")
+    restored, _ = load_checkpoint(tmp_path / "m.pt")
+    batch = SyntheticStream(StreamSpec(text_dim=8, n_dense=3, seed=9)).batch(50)
+    a, b = learner.learn_many(batch), restored.learn_many(batch)
+    assert b.metrics == pytest.approx(a.metrics, nan_ok=True)
+    assert all(np.array_equal(a.predictions[k], b.predictions[k]) for k in a.predictions)
+    assert dataclasses.asdict(read_meta(tmp_path / "m.pt"))["batches_seen"] == 3

@@ -1,0 +1,149 @@
+"""The trainer's exactly-once effect: offsets, re-emitted examples, checkpoints, encoder switches."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from driftrec.core.schemas import Example, ExampleFeatures, Impression, encode
+from driftrec.models.config import ModelConfig
+from driftrec.online_update.embeddings.vector_store import RedisVectorStore
+from driftrec.online_update.learning.learner import LearnerConfig
+from driftrec.online_update.registry.versions import ModelRegistry
+from driftrec.online_update.training.trainer import Trainer
+from driftrec.ops.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+TOPIC = "ex"
+
+
+def example(n: int, clicked: bool) -> bytes:
+    impression = Impression(
+        event_id=f"imp{n}", user_id=f"u{n % 7}", item_id=f"i{n % 11}", ts=T0 + timedelta(seconds=n)
+    )
+    return encode(
+        Example(
+            impression=impression,
+            features=ExampleFeatures(category="c"),
+            clicked=clicked,
+            dwell_seconds=30.0 if clicked else None,
+            ready_ts=impression.ts + timedelta(minutes=30),
+        )
+    )
+
+
+def messages(
+    start: int, stop: int, first_offset: int = 0
+) -> list[tuple[int, int, bytes | None, float]]:
+    return [
+        (0, first_offset + i, example(n, n % 3 == 0), 0.0) for i, n in enumerate(range(start, stop))
+    ]
+
+
+@pytest.fixture
+def make_trainer(live_settings: Settings, redis_prefix: str, tmp_path: Path):  # type: ignore[no-untyped-def]  # fixture factory
+    client = redis.Redis.from_url(live_settings.redis_url)
+
+    def build(text_dim: int = 8) -> Trainer:
+        return Trainer(
+            learner_config=LearnerConfig(
+                model=ModelConfig(text_dim=text_dim, user_buckets=64, item_buckets=64)
+            ),
+            registry=ModelRegistry(
+                client, tmp_path / "registry", prefix=f"{redis_prefix}registry:"
+            ),
+            vectors=RedisVectorStore(client, prefix=f"{redis_prefix}emb:"),
+            checkpoint_path=tmp_path / "trainer.pt",
+            topic=TOPIC,
+        )
+
+    return build
+
+
+def test_applies_each_example_once_across_a_restart(make_trainer) -> None:  # type: ignore[no-untyped-def]
+    trainer = make_trainer()
+    trainer.learn(trainer.prepare(messages(0, 100)))
+    info = trainer.checkpoint()
+    assert info.examples_seen == 100 and info.offsets == {f"{TOPIC}:0": 99}
+    trainer.learn(trainer.prepare(messages(100, 150, first_offset=100)))  # lost in the crash
+
+    restarted = make_trainer()
+    assert restarted.resume() and restarted.learner.examples_seen == 100
+    # Kafka redelivers from the committed offset (here 50): the first 50 are below the checkpoint.
+    redelivered = restarted.prepare(messages(50, 150, first_offset=50))
+    assert redelivered.skipped_offsets == 50 and len(redelivered.examples) == 50
+    restarted.learn(redelivered)
+    # A restarted joiner re-emits examples at new offsets: same impression ids, dropped.
+    again = restarted.prepare(messages(120, 160, first_offset=150))
+    assert again.skipped_duplicates == 30 and len(again.examples) == 10
+    restarted.learn(again)
+    assert restarted.learner.examples_seen == 160
+
+
+def test_bad_example_is_dead_lettered_not_learned(make_trainer) -> None:  # type: ignore[no-untyped-def]
+    trainer = make_trainer()
+    batch = trainer.prepare([(0, 0, b'{"type": "example"', 0.0), *messages(0, 3, first_offset=1)])
+    assert len(batch.examples) == 3
+    letter = batch.dead_letters[0]
+    assert (letter.topic, letter.partition, letter.offset, letter.stage) == (TOPIC, 0, 0, "trainer")
+
+
+def test_moves_to_a_new_embedding_version_between_batches(make_trainer) -> None:  # type: ignore[no-untyped-def]
+    trainer = make_trainer(text_dim=8)
+    store = trainer.vectors
+    store.declare("enc-a", encoder="a", dim=8)
+    store.put("enc-a", [f"i{n}" for n in range(11)], np.eye(11, 8, dtype=np.float32))
+    store.set_active("enc-a")
+    trainer.learn(trainer.prepare(messages(0, 50)))
+    assert trainer.embedding_version == "enc-a" and trainer.text_dim == 8
+
+    store.declare("enc-b", encoder="b", dim=4)
+    store.put("enc-b", [f"i{n}" for n in range(11)], np.ones((11, 4), dtype=np.float32) / 2)
+    store.set_active("enc-b")
+    trainer.learn(trainer.prepare(messages(50, 100, first_offset=50)))
+    assert trainer.embedding_version == "enc-b" and trainer.text_dim == 4
+    assert trainer.learner.config.model.text_dim == 4
+    assert trainer.checkpoint().embedding_version == "enc-b"
+
+
+def flipped_example(n: int, flip: bool) -> bytes:
+    item = n % 10
+    clicked = (item % 2 == 0) != flip  # the concept: which half of the items gets clicks
+    impression = Impression(
+        event_id=f"f{n}", user_id=f"u{n % 7}", item_id=f"i{item}", ts=T0 + timedelta(seconds=n)
+    )
+    return encode(
+        Example(
+            impression=impression,
+            features=ExampleFeatures(category="c"),
+            clicked=clicked,
+            ready_ts=impression.ts + timedelta(minutes=30),
+        )
+    )
+
+
+def test_after_a_drift_the_new_version_is_judged_on_the_same_recent_examples(make_trainer) -> None:  # type: ignore[no-untyped-def]
+    trainer = make_trainer()
+    offset = 0
+    for start in range(0, 3000, 250):
+        batch = [(0, offset + i, flipped_example(start + i, flip=False), 0.0) for i in range(250)]
+        trainer.learn(trainer.prepare(batch))
+        offset += 250
+    before = trainer.checkpoint()
+    assert trainer.registry.active_version_name() == before.version
+    # Interests flip: the active version is now wrong on every recent example.
+    for start in range(3000, 11000, 250):
+        batch = [(0, offset + i, flipped_example(start + i, flip=True), 0.0) for i in range(250)]
+        trainer.learn(trainer.prepare(batch))
+        offset += 250
+    window = trainer.same_window()
+    assert window is not None and window[0] == before.version
+    candidate_auc, active_auc = window[1]["click.auc"], window[2]["click.auc"]
+    assert candidate_auc is not None and active_auc is not None and candidate_auc > active_auc + 0.1
+    after = trainer.checkpoint()
+    assert trainer.registry.active_version_name() == after.version
