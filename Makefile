@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 PACKAGES := core models features producers online_update stream ops
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps services up down status test unit lint typecheck bench demo clean
+.PHONY: help setup system-deps services up down status test unit stress lint typecheck bench demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -39,11 +39,15 @@ down: ## stop the demo processes and the local Kafka and Redis
 status: setup ## show the local services
 	$(DRIFTREC) status
 
-test: services ## install what is missing, start the services, run every test
-	$(PY) -m pytest $(PACKAGES) tests $(PYTEST_ARGS)
+test: services ## install what is missing, start the services, run every test (but stress)
+	$(PY) -m pytest $(PACKAGES) tests -m "not stress" $(PYTEST_ARGS)
 
 unit: setup ## unit tests only (no Kafka/Redis needed)
-	$(PY) -m pytest $(PACKAGES) tests -m "not integration" $(PYTEST_ARGS)
+	$(PY) -m pytest $(PACKAGES) tests -m "not integration and not stress" $(PYTEST_ARGS)
+
+STRESS_ROUNDS ?= 20
+stress: services ## crash, rebalance and Redis-restart scenarios, STRESS_ROUNDS rounds under CPU load
+	STRESS_ROUNDS=$(STRESS_ROUNDS) $(PY) -m pytest tests/stream/test_stress.py -m stress -x $(PYTEST_ARGS)
 
 lint: setup ## ruff, and the import-linter contracts that keep the layers apart
 	$(VENV)/bin/ruff check .

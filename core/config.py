@@ -70,6 +70,26 @@ class DriftrecConfig(BaseModel):
     conversion_window_s: float = Field(
         7200.0, gt=0, description="Attribution window for conversions and dwell (>= click window)."
     )
+    max_ahead_s: float = Field(
+        730 * 86400.0,
+        gt=0,
+        description="An event further ahead of its partition's newest event time is dead-lettered.",
+    )
+    max_ahead_of_clock_s: float = Field(
+        600.0,
+        gt=0,
+        description="An event further ahead of the joiner's wall clock is dead-lettered.",
+    )
+    feature_ttl_s: float = Field(
+        30 * 86400.0,
+        gt=0,
+        description="The joiner forgets users and items with no event for this long (event time).",
+    )
+    idle_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A partition idle this long moves its event time on with the wall clock.",
+    )
     take_max: int = Field(2000, ge=1, description="Most events an agent takes per batch.")
     take_within_s: float = Field(
         0.25, gt=0, description="Longest an agent waits to fill a batch, seconds."

@@ -17,6 +17,8 @@ driftrec.core.errors.InvalidEvent: invalid event: click.event_id: String should 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, TypeAlias
 
 from driftrec.core.errors import InvalidEvent
@@ -37,6 +39,7 @@ from pydantic import (
 __all__ = [
     "EVENT_TYPES",
     "MAX_MESSAGE_BYTES",
+    "MAX_PACK_BYTES",
     "Click",
     "Conversion",
     "DeadLetter",
@@ -44,13 +47,16 @@ __all__ = [
     "Event",
     "Example",
     "ExampleFeatures",
+    "ExamplePack",
     "Impression",
     "Item",
     "Message",
     "as_payload",
     "decode_event",
+    "decode_examples",
     "decode_item",
     "encode",
+    "encode_pack",
     "explain",
 ]
 
@@ -228,3 +234,69 @@ class Example(Message):
         if not self.clicked and (self.converted or self.dwell_seconds is not None):
             raise ValueError("conversion and dwell need a click (set clicked=True)")
         return self
+
+
+class ExamplePack(Message):
+    """Many examples in one message of the examples topic.
+
+    The joiner sends one pack per batch instead of one message per example, because a
+    stream's cost is per message; the trainer still dead-letters a bad example alone.
+    """
+
+    type: Literal["examples"] = "examples"
+    version: Literal[1] = 1
+    examples: list[Example]
+
+
+#: Largest pack the joiner builds (bytes of example JSON), well under Kafka's 1 MB default.
+MAX_PACK_BYTES = 512 * 1024
+_EXAMPLES = TypeAdapter(Annotated[ExamplePack | Example, Field(discriminator="type")])
+
+
+def encode_pack(encoded_examples: Sequence[bytes]) -> bytes:
+    """An ``ExamplePack`` from examples already encoded with ``encode`` (no re-encoding).
+
+    >>> from datetime import datetime, timezone
+    >>> ts = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    >>> shown = Impression(event_id="i", user_id="u", item_id="x", ts=ts)
+    >>> one = Example(impression=shown, features=ExampleFeatures(), clicked=False, ready_ts=ts)
+    >>> examples, bad = decode_examples(encode_pack([encode(one), b'{"type": "example"}']))
+    >>> examples == [one], [index for index, _, _ in bad]
+    (True, [1])
+    """
+    return b'{"type":"examples","version":1,"examples":[' + b",".join(encoded_examples) + b"]}"
+
+
+def decode_examples(raw: bytes) -> tuple[list[Example], list[tuple[int, str, str]]]:
+    """The examples of one message (a pack or a single example), and (index, reason,
+    excerpt) for each that is invalid: one bad example never costs its pack-mates."""
+    try:
+        decoded = _EXAMPLES.validate_json(raw)
+    except ValidationError as error:
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return [], [(0, f"invalid example: {explain(error)}", as_payload(raw))]
+        if not (isinstance(data, dict) and data.get("type") == "examples"):
+            return [], [(0, f"invalid example: {explain(error)}", as_payload(raw))]
+        return _decode_one_by_one(data.get("examples"))
+    return (decoded.examples if isinstance(decoded, ExamplePack) else [decoded]), []
+
+
+def _decode_one_by_one(items: Any) -> tuple[list[Example], list[tuple[int, str, str]]]:
+    if not isinstance(items, list):
+        return [], [(0, "invalid example pack: 'examples' is not a list", as_payload(str(items)))]
+    good: list[Example] = []
+    bad: list[tuple[int, str, str]] = []
+    for index, item in enumerate(items):
+        try:
+            good.append(Example.model_validate(item))
+        except ValidationError as error:
+            bad.append(
+                (
+                    index,
+                    f"invalid example {index} of its pack: {explain(error)}",
+                    as_payload(json.dumps(item)),
+                )
+            )
+    return good, bad

@@ -15,6 +15,13 @@ calls it and emits what it returns; ``driftrec eval`` calls it over a log and th
 - Events are deduplicated by ``event_id`` over ``dedupe_horizon``; an event older
   than that behind the watermark is rejected as ``stale`` (we could no longer tell),
   so replaying a log twice never yields an example twice.
+- An event more than ``max_ahead`` past the newest event time (or, in live mode, when
+  ``handle`` gets the wall clock as ``now``, more than ``max_ahead_of_clock`` past it)
+  is rejected as ``too_far_ahead`` and does not move the watermark: one mistyped
+  timestamp must not close every window of its partition. ``max_ahead`` is generous by
+  default because real logs are sparse (MovieLens has gaps of over a year).
+- A partition that receives nothing moves on with the wall clock: ``advance`` is how
+  the stream closes the windows of an idle partition.
 - Outcomes that cannot join come back as ``Rejection`` (for the dead-letter topic).
   Only accepted events update ``FeatureState``, so feature counters agree with labels.
 
@@ -69,7 +76,7 @@ __all__ = [
 ]
 
 RejectReason: TypeAlias = Literal[
-    "late_outcome", "unknown_impression", "no_click", "repeat_outcome", "stale"
+    "late_outcome", "unknown_impression", "no_click", "repeat_outcome", "stale", "too_far_ahead"
 ]
 _Outcome: TypeAlias = Click | Conversion | Dwell
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -91,10 +98,14 @@ class JoinerConfig:
     conversion_window: timedelta = timedelta(hours=2)
     dedupe_horizon: timedelta = timedelta(hours=24)
     allowed_lateness: timedelta = timedelta(0)
+    max_ahead: timedelta = timedelta(days=730)
+    max_ahead_of_clock: timedelta = timedelta(minutes=10)
 
     def __post_init__(self) -> None:
         if self.click_window <= timedelta(0) or self.allowed_lateness < timedelta(0):
             raise ConfigError("click_window must be positive and allowed_lateness >= 0")
+        if self.max_ahead <= timedelta(0) or self.max_ahead_of_clock <= timedelta(0):
+            raise ConfigError("max_ahead and max_ahead_of_clock must be positive")
         if self.conversion_window < self.click_window:
             raise ConfigError("conversion_window must be at least click_window")
         if self.dedupe_horizon < self.conversion_window:
@@ -117,6 +128,7 @@ class JoinerCounters:
     late: int = 0
     unknown: int = 0
     stale: int = 0
+    ahead: int = 0
 
 
 @dataclass(frozen=True)
@@ -305,6 +317,7 @@ class JoinerState:
         self.counters.late += reason == "late_outcome"
         self.counters.unknown += reason == "unknown_impression"
         self.counters.stale += reason == "stale"
+        self.counters.ahead += reason == "too_far_ahead"
         return Rejection(reason, event, detail)
 
     def to_dict(self) -> dict[str, Any]:
@@ -372,8 +385,10 @@ def handle(
     event: Impression | Click | Conversion | Dwell | Item,
     state: JoinerState,
     features: FeatureState,
+    now: datetime | None = None,
 ) -> list[Output]:
-    """Apply one event; return examples that became final and any rejection, in order."""
+    """Apply one event; return examples that became final and any rejection, in order.
+    ``now`` (the wall clock, live mode only) also bounds how far ahead an event may be."""
     if isinstance(event, Item):
         features.observe(event)  # catalog data: no event id, no event-time progress
         return []
@@ -385,6 +400,9 @@ def handle(
     mark = state.watermark_us
     if mark is not None and ts + state._horizon_us < mark:
         return [state._reject(event, "stale", "older than the dedupe horizon behind the watermark")]
+    ahead = _too_far_ahead(state, ts, now)
+    if ahead:
+        return [state._reject(event, "too_far_ahead", f"timestamp too far ahead: {ahead}")]
     state._remember(event.event_id, ts)
     state._max_us = ts if state._max_us is None else max(state._max_us, ts)
     out: list[Output] = list(state._close())
@@ -399,6 +417,18 @@ def handle(
             out.append(result)
     out.extend(state._close())  # an impression already behind the watermark closes now
     return out
+
+
+def _too_far_ahead(state: JoinerState, ts: int, now: datetime | None) -> str:
+    """Why ``ts`` is too far ahead to be believed ('' when it is not)."""
+    config = state.config
+    if state._max_us is not None and ts > state._max_us + _us(config.max_ahead):
+        return (
+            f"more than {config.max_ahead} past the partition's newest event {_ts(state._max_us)}"
+        )
+    if now is not None and ts > to_micros(now) + _us(config.max_ahead_of_clock):
+        return f"more than {config.max_ahead_of_clock} past the wall clock {now}"
+    return ""
 
 
 def advance(state: JoinerState, now_ts: datetime) -> list[Example]:
@@ -423,4 +453,10 @@ def joiner_config(config: DriftrecConfig) -> JoinerConfig:
     """The joiner's windows as ``config`` sets them; ids are remembered for a day at least."""
     click = timedelta(seconds=config.click_window_s)
     conversion = timedelta(seconds=config.conversion_window_s)
-    return JoinerConfig(click, conversion, dedupe_horizon=max(timedelta(hours=24), conversion))
+    return JoinerConfig(
+        click,
+        conversion,
+        dedupe_horizon=max(timedelta(hours=24), conversion),
+        max_ahead=timedelta(seconds=config.max_ahead_s),
+        max_ahead_of_clock=timedelta(seconds=config.max_ahead_of_clock_s),
+    )

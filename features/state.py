@@ -9,7 +9,10 @@ Recent CTR is exponentially decayed with half-life ``h``: after processing event
 ``e_1..e_k`` of an item, its decayed impression count as of time ``t`` is
 ``sum(2 ** (-(R - ts_i) / h))`` over its impressions, with ``R = max(t, latest ts of
 any impression or click of the item)`` (so an out-of-order event never gets a weight
-above one); clicks likewise. O(1) state per item, no eviction scan.
+above one); clicks likewise. O(1) state per item.
+
+State stays bounded: ``evict_inactive`` forgets users and items (and their catalog
+entries) with no event within ``ttl`` of event time; a returning user starts afresh.
 
 >>> from datetime import datetime, timedelta, timezone
 >>> from driftrec.core.schemas import Click, Impression
@@ -79,12 +82,15 @@ class FeatureConfig:
     ctr_half_life: timedelta = timedelta(hours=1)
     ctr_prior: float = 0.05
     ctr_prior_weight: float = 20.0
+    ttl: timedelta | None = None  # forget users and items idle this long (None: never)
 
     def __post_init__(self) -> None:
         if not 1 <= self.history_size <= 1024:
             raise ConfigError(f"history_size must be in 1..1024, got {self.history_size}")
         if self.ctr_half_life <= timedelta(0):
             raise ConfigError(f"ctr_half_life must be positive, got {self.ctr_half_life}")
+        if self.ttl is not None and self.ttl <= timedelta(0):
+            raise ConfigError(f"ttl must be positive or None, got {self.ttl}")
         if not 0.0 <= self.ctr_prior <= 1.0 or self.ctr_prior_weight <= 0.0:
             raise ConfigError("ctr_prior must be in [0, 1] and ctr_prior_weight positive")
 
@@ -95,6 +101,7 @@ class _User:
     clicks: int = 0
     # (ts_us, item_id) sorted by event time; ties keep arrival order.
     recent: list[tuple[int, str]] = field(default_factory=list)
+    last_us: int = 0  # latest event time of any of the user's events
 
 
 @dataclass
@@ -131,6 +138,7 @@ class FeatureState:
             return
         ts = to_micros(event.ts)
         user = self._users.setdefault(event.user_id, _User())
+        user.last_us = max(user.last_us, ts)
         item = self._items.setdefault(event.item_id, _ItemCounts())
         if item.ref_us is None or ts > item.ref_us:
             if item.ref_us is not None:
@@ -178,12 +186,30 @@ class FeatureState:
         known = self._catalog.get(item_id)
         return "" if known is None else known[1]
 
+    def evict_inactive(self, now: datetime) -> int:
+        """Forget users and items with no event since ``now - ttl``; returns how many."""
+        if self.config.ttl is None:
+            return 0
+        cutoff = to_micros(now - self.config.ttl)
+        users = [uid for uid, u in self._users.items() if u.last_us < cutoff]
+        items = [iid for iid, c in self._items.items() if (c.ref_us or 0) < cutoff]
+        for uid in users:
+            del self._users[uid]
+        for iid in items:
+            del self._items[iid]
+            self._catalog.pop(iid, None)
+        return len(users) + len(items)
+
+    def sizes(self) -> dict[str, int]:
+        """Entries held (to check and monitor that state stays bounded)."""
+        return {"users": len(self._users), "items": len(self._items), "catalog": len(self._catalog)}
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able state for a checkpoint or a changelog table."""
         return {
             "version": 1,
             "users": {
-                uid: [u.impressions, u.clicks, [list(r) for r in u.recent]]
+                uid: [u.impressions, u.clicks, [list(r) for r in u.recent], u.last_us]
                 for uid, u in self._users.items()
             },
             "items": {
@@ -205,7 +231,7 @@ class FeatureState:
         return {
             "version": 1,
             "users": {
-                uid: [u.impressions, u.clicks, [list(r) for r in u.recent]]
+                uid: [u.impressions, u.clicks, [list(r) for r in u.recent], u.last_us]
                 for uid, u in users.items()
             },
             "items": {
@@ -222,9 +248,11 @@ class FeatureState:
             raise ConfigError(f"unknown feature state version {data.get('version')!r}")
         state = cls(config)
         keep = state.config.history_size
-        for uid, (impressions, clicks, recent) in data["users"].items():
+        for uid, (impressions, clicks, recent, *last) in data["users"].items():
             entries = [(int(ts), str(iid)) for ts, iid in recent][-keep:]
-            state._users[uid] = _User(impressions, clicks, entries)
+            # Entries written before users carried their last event time: use the newest known.
+            last_us = int(last[0]) if last else max((ts for ts, _ in entries), default=0)
+            state._users[uid] = _User(impressions, clicks, entries, last_us)
         for iid, (impressions, clicks, d_imp, d_click, ref) in data["items"].items():
             state._items[iid] = _ItemCounts(impressions, clicks, d_imp, d_click, ref)
         for iid, (ts, category) in data["catalog"].items():

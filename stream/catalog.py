@@ -39,7 +39,7 @@ class Catalog:
         self,
         settings: DriftrecConfig,
         on_dead_letter: Callable[[DeadLetter], Awaitable[None]],
-        on_items: Callable[[list[Item]], object] | None = None,
+        on_items: Callable[[list[Item]], Awaitable[None]] | None = None,
     ) -> None:
         """Read the items topic forever; bad records go to ``on_dead_letter``, each batch
         of good ones to ``on_items`` (the feature store's catalog, for serving)."""
@@ -74,7 +74,7 @@ class Catalog:
                                 )
                             )
                 if fresh and on_items is not None:
-                    on_items(fresh)
+                    await on_items(fresh)
                 if not batches:
                     self.ready.set()
         finally:

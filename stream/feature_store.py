@@ -161,7 +161,7 @@ class RedisFeatureStore:
         stamp = to_micros(as_of)
         rows: list[tuple[str, str, int, int, str]] = [
             ("u", uid, stamp, imp + clicks, _json([imp, clicks, recent]))
-            for uid, (imp, clicks, recent) in data["users"].items()
+            for uid, (imp, clicks, recent, *_) in data["users"].items()
         ]
         rows += [
             ("i", iid, entry[4], entry[0] + entry[1], _json(entry))

@@ -1,10 +1,17 @@
 """The joiner agent: events in, labelled examples and dead letters out.
 
-Thin by design (CONVENTIONS point 6): it takes batches of raw messages, hands them
-to ``JoinWorker.process`` and emits what comes back. A message is acked only
-after the examples it produced are flushed and the state it changed is
-snapshotted (see stream/join_worker.py), on the agent's own cadence or on a timer
-when the stream goes quiet.
+Thin by design (CONVENTIONS point 6): it takes batches of raw messages, hands them to
+``JoinWorker.process`` and emits what comes back. A message is acked only after the
+examples it produced are flushed and the state it changed is snapshotted (see
+stream/join_worker.py), on the agent's own cadence or on a timer, which also closes
+the windows of idle partitions.
+
+Rebalances: on revoke, unsaved work of the revoked partitions is dropped (never
+half-written) and their unacked messages are redelivered to the next owner. On
+assignment the worker claims its partitions (a new owner epoch fences out the previous
+owner's late writes), loads their snapshots, and rewinds Kafka's committed offset to a
+snapshot's offset where Kafka ran ahead of it (a Redis restored from an older copy), so
+the gap is replayed, not skipped. Redis calls run in a thread and wait out an outage.
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ from typing import Any
 
 import faust
 import redis
-from driftrec.core import DeadLetter, DriftrecConfig, encode
+from driftrec.core import MAX_PACK_BYTES, DeadLetter, DriftrecConfig, Example, encode, encode_pack
 from driftrec.stream.catalog import Catalog
 from driftrec.stream.join_worker import JoinWorker
+from driftrec.stream.retry import REDIS_OUTAGE, call_redis
 
 __all__ = ["register_joiner"]
 
@@ -32,8 +40,26 @@ def _raw_topic(app: faust.App, name: str, partitions: int | None = None) -> Any:
     return app.topic(name, key_serializer="raw", value_serializer="raw", partitions=partitions)
 
 
+async def _rewind_to_snapshots(app: faust.App, topic: str, worker: JoinWorker) -> None:
+    """Where Kafka's committed offset is past a snapshot's, commit the snapshot's: faust
+    seeks to the committed offsets once the assignment completes, so the gap replays."""
+    consumer: Any = app.consumer  # faust's aiokafka Consumer; ConsumerT declares neither call
+    owned = {tp.partition: tp for tp in consumer.assignment() if tp.topic == topic}
+    committed = await consumer.seek_to_committed()
+    rewind = {}
+    for partition, state in worker.states.items():
+        tp = owned.get(partition)
+        if tp is not None and (committed.get(tp) or 0) > state.offset + 1:
+            rewind[tp] = state.offset + 1
+    if rewind:
+        log.warning("rewinding %s to the joiner snapshots' offsets", rewind)
+        # faust has no public call to commit an offset below the last one; this is it.
+        await consumer._commit(rewind)
+
+
 def register_joiner(app: faust.App, settings: DriftrecConfig) -> JoinWorker:
-    """Register the joiner agent, the catalog follower and the snapshot timer on ``app``."""
+    """Register the joiner agent, the catalog follower, the snapshot timer and the
+    rebalance handlers on ``app``."""
     events = _raw_topic(app, settings.topic_events, settings.partitions)
     examples = _raw_topic(app, settings.topic_examples, 1)
     dead = _raw_topic(app, settings.topic_deadletter, 1)
@@ -42,28 +68,53 @@ def register_joiner(app: faust.App, settings: DriftrecConfig) -> JoinWorker:
     lock = asyncio.Lock()
     unacked: list[Any] = []
     streams: list[Any] = []
+    worker_id = f"{socket.gethostname()}:{os.getpid()}"
 
     async def send_dead_letter(letter: DeadLetter) -> None:
         await dead.send(key=(letter.topic or "").encode(), value=encode(letter))
 
-    worker_id = f"{socket.gethostname()}:{os.getpid()}"
+    async def emit(out: list[Example]) -> None:
+        """Send examples in packs (one message per pack: a stream's cost is per message)."""
+        pack: list[bytes] = []
+        size = 0
+        for encoded in map(encode, out):
+            if pack and size + len(encoded) > MAX_PACK_BYTES:
+                await examples.send(key=b"pack", value=encode_pack(pack))
+                pack, size = [], 0
+            pack.append(encoded)
+            size += len(encoded) + 1
+        if pack:
+            await examples.send(key=b"pack", value=encode_pack(pack))
+            # A busy joiner never yields to the producer's sender task on its own, so
+            # examples would wait a whole batch in the buffer: push them now.
+            await app.producer.flush()
 
     async def commit() -> None:
         """Flush what we emitted, snapshot the state, then ack the messages it covers."""
-        if not unacked:
+        if not unacked and not any(s.dirty for s in worker.states.values()):
             return
         await app.producer.flush()
-        worker.save_snapshots()
-        status = {"ts": time.time(), "partitions": sorted(worker.states), **worker.counts}
-        worker.redis.hset(f"{settings.redis_prefix}metrics:joiner", worker_id, json.dumps(status))
-        stream = streams[-1]
+        fenced = await call_redis(worker.save_snapshots, what="joiner snapshot")
+        if fenced:
+            log.warning("partitions %s were claimed by another worker: dropped", sorted(fenced))
+        stream = streams[-1] if streams else None
         for event in unacked:
-            await stream.ack(event)
+            if event.message.partition not in fenced and stream is not None:
+                await stream.ack(event)
         unacked.clear()
+        status = {"ts": time.time(), "partitions": sorted(worker.states), **worker.counts}
+        key = f"{settings.redis_prefix}metrics:joiner"
+        try:  # a status is for people: skip it while Redis is away
+            await asyncio.to_thread(worker.redis.hset, key, worker_id, json.dumps(status))
+        except REDIS_OUTAGE as error:
+            log.warning("joiner status not written: %s", error)
 
     @app.task  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def follow_catalog() -> None:
-        await catalog.follow(settings, send_dead_letter, worker.features.write_items)
+        async def write_items(items: list[Any]) -> None:
+            await call_redis(worker.features.write_items, items, what="catalog write")
+
+        await catalog.follow(settings, send_dead_letter, write_items)
 
     @app.agent(events, name="joiner")
     async def joiner(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
@@ -72,16 +123,9 @@ def register_joiner(app: faust.App, settings: DriftrecConfig) -> JoinWorker:
             async with lock:
                 messages = [(e.message.partition, e.message.offset, e.value) for e in batch]
                 out = worker.process(messages)
-                for example in out.examples:
-                    await examples.send(
-                        key=example.impression.user_id.encode(), value=encode(example)
-                    )
+                await emit(out.examples)
                 for letter in out.dead_letters:
                     await send_dead_letter(letter)
-                if out.examples:
-                    # A busy joiner never yields to the producer's sender task on its own,
-                    # so examples would wait a whole batch in the buffer: push them now.
-                    await app.producer.flush()
                 unacked.extend(batch)
                 if worker.snapshot_due():
                     await commit()
@@ -89,15 +133,27 @@ def register_joiner(app: faust.App, settings: DriftrecConfig) -> JoinWorker:
     @app.timer(settings.snapshot_every_s)  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def snapshot_when_quiet() -> None:
         async with lock:
+            await emit(worker.close_idle())
             if worker.snapshot_due():
                 await commit()
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types handlers as *args
+    async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        gone = {tp.partition for tp in revoked if tp.topic == settings.topic_events}
+        async with lock:
+            worker.drop(gone)
+            unacked[:] = [e for e in unacked if e.message.partition not in gone]
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types handlers as *args
     async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         owned = {tp.partition for tp in assigned if tp.topic == settings.topic_events}
         async with lock:
-            worker.keep_only(owned)
-            # Messages of revoked partitions will be redelivered to their new owner.
+            worker.drop(set(worker.states) - owned)
             unacked[:] = [e for e in unacked if e.message.partition in owned]
+            new = owned - set(worker.states)
+            claimed = await call_redis(worker.store.claim, new, what="joiner claim")
+            worker.adopt(claimed)
+            worker.owned = owned
+            await _rewind_to_snapshots(app, settings.topic_events, worker)
 
     return worker

@@ -1,17 +1,23 @@
 """One worker's share of the joiner: per-partition state, snapshots and offsets.
 
-Each events partition owns a ``JoinerState`` and a ``FeatureState`` (users are
-keyed to partitions, so a user's history lives in exactly one of them). The state
-is snapshotted to Redis together with the last offset it covers, and the agent
-acks the source messages only after the snapshot is written and the examples it
-emitted are flushed to Kafka. After a crash the next owner of the partition loads
-the snapshot and skips messages at or below its offset, so the state neither
-misses nor double-counts an event; examples re-emitted from messages after the
-snapshot carry the same impression id, which the trainer deduplicates.
+Each events partition owns a ``JoinerState`` and a ``FeatureState`` (users are keyed to
+partitions, so a user's history lives in exactly one of them). On assignment a worker
+claims its partitions (``PartitionStore.claim``: a new owner epoch and the snapshot,
+atomically) and loads them at once. The state is snapshotted together with the last
+offset it covers, fenced by that epoch, and the agent acks the source messages only
+after the snapshot is written and the examples it emitted are flushed to Kafka. A new
+owner resumes at the snapshot's offset: messages at or below it are skipped, and if
+Kafka's committed offset ran ahead of the snapshot (a Redis that came back older) the
+agent rewinds it, so the gap is replayed rather than lost. Examples re-emitted from
+replayed messages carry the same impression id, which the trainer deduplicates.
 
-Why not faust tables: faust tables cannot be written from ``take()`` batches, and
-their changelog is not written atomically with the source offsets, so after a
-crash a table can be ahead of the offsets and silently drop examples.
+A partition that receives nothing for ``idle_timeout_s`` moves its event time on with
+the wall clock (``close_idle``), so its pending impressions are emitted within their
+window plus the timeout instead of waiting for the next event.
+
+Why not faust tables: faust tables cannot be written from ``take()`` batches, and their
+changelog is not written atomically with the source offsets, so after a crash a table
+can be ahead of the offsets and silently drop examples.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import redis
 from driftrec.core import (
@@ -34,18 +41,18 @@ from driftrec.core import (
     decode_event,
 )
 from driftrec.features import (
+    FeatureConfig,
     FeatureState,
     JoinerConfig,
     JoinerState,
     Rejection,
+    advance,
     handle,
     joiner_config,
 )
 from driftrec.stream.catalog import Catalog
 from driftrec.stream.feature_store import RedisFeatureStore
-
-if TYPE_CHECKING:
-    pass
+from driftrec.stream.partition_store import FREE, PartitionStore
 
 __all__ = ["JoinOutput", "JoinWorker", "PartitionState"]
 
@@ -55,7 +62,10 @@ class PartitionState:
     joiner: JoinerState
     features: FeatureState
     offset: int = -1  # last source offset whose effect is in this state
+    epoch: int = FREE  # owner epoch this worker claimed the partition with
     dirty: bool = False
+    arrived: float = field(default_factory=time.monotonic)  # when its last message came
+    idle_from: datetime | None = None  # its event time when it went idle (while idle)
     #: Users and items whose features changed since the last write to the feature store.
     touched_users: set[str] = field(default_factory=set)
     touched_items: set[str] = field(default_factory=set)
@@ -69,11 +79,13 @@ class PartitionState:
         return zlib.compress(json.dumps(data, separators=(",", ":")).encode(), 1)
 
     @classmethod
-    def from_bytes(cls, raw: bytes, config: JoinerConfig) -> PartitionState:
+    def from_bytes(
+        cls, raw: bytes, config: JoinerConfig, features: FeatureConfig | None = None
+    ) -> PartitionState:
         data = json.loads(zlib.decompress(raw))
         return cls(
             joiner=JoinerState.from_dict(data["joiner"], config),
-            features=FeatureState.from_dict(data["features"]),
+            features=FeatureState.from_dict(data["features"], features),
             offset=int(data["offset"]),
         )
 
@@ -86,55 +98,78 @@ class JoinOutput:
 
 
 class JoinWorker:
-    """The joiner state of the partitions this worker owns."""
+    """The joiner state of the partitions this worker owns.
+
+    Not thread-safe: the agent serialises ``process``, ``close_idle``, ``save_snapshots``
+    and the rebalance calls with one lock, and runs the Redis work in a thread.
+    """
 
     def __init__(self, settings: DriftrecConfig, client: redis.Redis, catalog: Catalog) -> None:
         self.settings = settings
         self.redis = client
         self.features = RedisFeatureStore(client, prefix=settings.redis_prefix)
+        self.store = PartitionStore(
+            client, f"{settings.redis_prefix}stream:{settings.app_id}:{settings.topic_events}:p"
+        )
         self.catalog = catalog
         self.config = joiner_config(settings)
-        self.key = f"{settings.redis_prefix}stream:{settings.app_id}:{settings.topic_events}:p"
+        self.feature_config = FeatureConfig(ttl=timedelta(seconds=settings.feature_ttl_s))
         self.states: dict[int, PartitionState] = {}
-        #: Partitions this worker owns (None until the first assignment: all of them).
+        #: Partitions this worker owns (None until the first assignment: any it is given).
         self.owned: set[int] | None = None
         self.counts: Counter[str] = Counter()
         self.last_snapshot = time.monotonic()
 
-    def state_for(self, partition: int) -> PartitionState:
-        state = self.states.get(partition)
-        if state is None:
-            raw = self.redis.get(f"{self.key}{partition}")
-            if isinstance(raw, bytes):
-                state = PartitionState.from_bytes(raw, self.config)
-            else:
-                state = PartitionState(JoinerState(self.config), FeatureState())
-            self.states[partition] = state
+    # -- ownership ------------------------------------------------------------------------
+
+    def adopt(self, claimed: dict[int, tuple[int, bytes | None]]) -> None:
+        """Take over freshly claimed partitions: (epoch, snapshot) per partition."""
+        for partition, (epoch, raw) in claimed.items():
+            self.states[partition] = self._state(raw, epoch)
+        self.owned = (self.owned or set()) | set(claimed)
+
+    def drop(self, partitions: set[int]) -> None:
+        """Forget partitions (revoked, or fenced by a new owner); their unsaved work is
+        redelivered to whoever owns them next."""
+        for partition in partitions:
+            self.states.pop(partition, None)
+        if self.owned is not None:
+            self.owned -= partitions
+
+    def _state(self, raw: bytes | None, epoch: int) -> PartitionState:
+        if raw is None:
+            state = PartitionState(JoinerState(self.config), FeatureState(self.feature_config))
+            state.epoch = epoch
+            return state
+        state = PartitionState.from_bytes(raw, self.config, self.feature_config)
+        state.epoch = epoch
         return state
 
-    def keep_only(self, partitions: set[int]) -> None:
-        """After a rebalance: forget partitions we no longer own (the new owner reloads them)."""
-        self.owned = set(partitions)
-        for partition in list(self.states):
-            if partition not in partitions:
-                del self.states[partition]
+    def state_for(self, partition: int) -> PartitionState | None:
+        """The partition's state, or None when this worker does not own it."""
+        state = self.states.get(partition)
+        if state is None and self.owned is None:
+            # Never assigned (faust's test context): serve it unfenced.
+            state = self.states[partition] = self._state(self.store.load(partition), FREE)
+        return state
+
+    # -- the hot path ---------------------------------------------------------------------
 
     def process(self, messages: list[tuple[int, int, bytes | None]]) -> JoinOutput:
         """Run (partition, offset, value) messages through the joiner, in order."""
         out = JoinOutput()
         topic = self.settings.topic_events
+        now = datetime.now(UTC)
+        arrived = time.monotonic()
         for partition, offset, value in messages:
-            if self.owned is not None and partition not in self.owned:
-                # Taken before a rebalance moved the partition away: its new owner
-                # replays it from the committed offset; touching it here would let a
-                # stale snapshot of ours overwrite the new owner's.
-                out.skipped += 1
-                continue
             state = self.state_for(partition)
-            if offset <= state.offset:
+            if state is None or offset <= state.offset:
+                # Not ours (taken before a rebalance moved it away; its new owner replays
+                # it) or already covered by the snapshot we resumed from.
                 out.skipped += 1
                 continue
-            state.offset, state.dirty = offset, True
+            state.offset, state.dirty, state.arrived = offset, True, arrived
+            state.idle_from = None
             try:
                 event = decode_event(value or b"")
             except InvalidEvent as error:
@@ -149,7 +184,7 @@ class JoinWorker:
                 item = self.catalog.get(event.item_id)
                 if item is not None:
                     state.features.observe(item)
-            for result in handle(event, state.joiner, state.features):
+            for result in handle(event, state.joiner, state.features, now=now):
                 if isinstance(result, Rejection):
                     letter = result.to_dead_letter()
                     update: dict[str, Any] = {
@@ -164,34 +199,54 @@ class JoinWorker:
         self.counts["dead_letters"] += len(out.dead_letters)
         return out
 
+    def close_idle(self) -> list[Example]:
+        """Move each partition idle for ``idle_timeout_s`` on with the wall clock: its
+        event time becomes its newest event's plus the wall time since it arrived."""
+        now = time.monotonic()
+        out: list[Example] = []
+        for state in self.states.values():
+            watermark = state.joiner.watermark
+            idle = now - state.arrived
+            if watermark is None or idle < self.settings.idle_timeout_s:
+                continue
+            if state.idle_from is None:
+                state.idle_from = watermark
+            closed = advance(state.joiner, state.idle_from + timedelta(seconds=idle))
+            if closed:
+                state.dirty = True
+                out.extend(closed)
+        self.counts["examples"] += len(out)
+        return out
+
+    # -- durability -----------------------------------------------------------------------
+
     def snapshot_due(self) -> bool:
         return time.monotonic() - self.last_snapshot >= self.settings.snapshot_every_s
 
-    def save_snapshots(self) -> int:
-        """Write every changed partition's state in one round trip, then publish the
-        features it changed to the feature store for serving; returns how many."""
+    def save_snapshots(self) -> set[int]:
+        """Write every changed partition's state in one fenced round trip, then publish
+        the features it changed to the feature store for serving. Returns the partitions
+        fenced out (now dropped). Blocking Redis I/O, safe to retry after a failure."""
         dirty = {p: s for p, s in self.states.items() if s.dirty}
-        if dirty:
-            self.redis.mset({f"{self.key}{p}": s.to_bytes() for p, s in dirty.items()})
-            for partition, state in dirty.items():
-                state.dirty = False
-                watermark = state.joiner.watermark
-                if watermark is not None and (state.touched_users or state.touched_items):
-                    self.features.write(
-                        state.features,
-                        state.touched_users,
-                        state.touched_items,
-                        as_of=watermark,
-                        shard=partition,
-                    )
-                state.touched_users.clear()
-                state.touched_items.clear()
+        for state in dirty.values():
+            if state.joiner.watermark is not None:
+                state.features.evict_inactive(state.joiner.watermark)
+        fenced = self.store.save({p: (s.epoch, s.to_bytes()) for p, s in dirty.items()})
+        for partition, state in dirty.items():
+            if partition in fenced:
+                continue
+            watermark = state.joiner.watermark
+            if watermark is not None and (state.touched_users or state.touched_items):
+                self.features.write(
+                    state.features,
+                    state.touched_users,
+                    state.touched_items,
+                    as_of=watermark,
+                    shard=partition,
+                )
+            state.dirty = False
+            state.touched_users.clear()
+            state.touched_items.clear()
+        self.drop(fenced)
         self.last_snapshot = time.monotonic()
-        return len(dirty)
-
-    def reset(self) -> None:
-        """Delete every snapshot of this app (used by tests and `driftrec worker --reset`)."""
-        keys = list(self.redis.scan_iter(f"{self.key}*"))
-        if keys:
-            self.redis.delete(*keys)
-        self.states.clear()
+        return fenced

@@ -23,7 +23,13 @@ import torch
 from driftrec.core import DriftrecConfig, encode
 from driftrec.online_update.embeddings import RedisVectorStore
 from driftrec.online_update.registry import open_registry
-from driftrec.online_update.training import Trainer, default_learner_config
+from driftrec.online_update.training import (
+    CheckpointPointer,
+    FencedOut,
+    Trainer,
+    default_learner_config,
+)
+from driftrec.stream.retry import REDIS_OUTAGE, call_redis
 
 __all__ = ["build_trainer", "register_trainer"]
 
@@ -43,7 +49,8 @@ def build_trainer(settings: DriftrecConfig, client: redis.Redis) -> Trainer:
         learner_config=default_learner_config(settings.model_arch, text_dim),
         registry=registry,
         vectors=vectors,
-        checkpoint_path=Path(settings.data_dir) / "trainer" / f"{settings.app_id}.pt",
+        checkpoint_dir=Path(settings.data_dir) / "trainer" / settings.app_id,
+        pointer=CheckpointPointer(client, f"{settings.redis_prefix}trainer:{settings.app_id}:"),
         topic=settings.topic_examples,
     )
     trainer.resume()
@@ -71,20 +78,24 @@ class _TrainerLoop:
         #: Whether this worker owns the examples partition (None before the first assignment).
         self.owned: bool | None = None
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+    async def _torch(self, fn: Any, *args: Any, what: str) -> Any:
+        """Run trainer work on its own thread; wait out a Redis outage and try again."""
+        return await call_redis(fn, *args, what=what, executor=self.executor)
 
     async def trainer_ready(self) -> Trainer:
-        """The trainer, (re)built from the last checkpoint when this worker (re)gains the topic."""
+        """The trainer, (re)built from the current checkpoint when this worker (re)gains
+        the topic; building it claims the model, so an earlier owner is fenced out."""
         if self.trainer is None:
-            self.trainer = await self._run(build_trainer, self.settings, self.client)
+            self.trainer = await self._torch(
+                build_trainer, self.settings, self.client, what="trainer resume"
+            )
         return self.trainer
 
     def release(self) -> None:
-        """The examples partition moved to another worker: stop writing anything.
+        """The examples partition moved (or is moving) away: stop writing anything.
 
-        Its new owner resumes from the last checkpoint; our unacked messages are
-        redelivered there, and a checkpoint of ours now would overwrite its work.
+        The new owner resumes from the current checkpoint; our unacked messages are
+        redelivered there, and the fence stops a checkpoint of ours from replacing its.
         """
         self.trainer = None
         self.unacked.clear()
@@ -102,10 +113,11 @@ class _TrainerLoop:
             if self.owned is False:
                 return  # taken before the partition moved away; its new owner replays it
             trainer = await self.trainer_ready()
-            prepared = trainer.prepare(messages)
+            prepared = await self._torch(trainer.prepare, messages, what="trainer prepare")
             for letter in prepared.dead_letters:
                 await self.dead.send(key=b"trainer", value=encode(letter))
-            result = await self._run(trainer.learn, prepared)
+            # Offsets move only once the batch is learned, so a retry repeats it whole.
+            result = await self._torch(trainer.learn, prepared, what="trainer learn")
             self.unacked.extend(events)
             for alarm in result.alarms if result is not None else ():
                 log.warning(
@@ -114,41 +126,45 @@ class _TrainerLoop:
                     alarm.task,
                     alarm.example_index,
                 )
-            if trainer.checkpoint_due(
-                self.settings.checkpoint_every_examples, self.settings.checkpoint_every_s
-            ):
-                await self._checkpoint(trainer)
-            await self.publish_status(force=False)
+            await self.checkpoint_if_due(trainer, force_status=False)
 
-    async def _checkpoint(self, trainer: Trainer) -> None:
-        info = await self._run(trainer.checkpoint)
-        log.info("checkpoint %s at examples offsets %s", info.version, trainer.offsets)
-        for event in self.unacked:
-            await self.stream.ack(event)
-        self.unacked.clear()
+    async def checkpoint_if_due(self, trainer: Trainer, force_status: bool) -> None:
+        if trainer.checkpoint_due(
+            self.settings.checkpoint_every_examples, self.settings.checkpoint_every_s
+        ):
+            try:
+                info = await self._torch(trainer.checkpoint, what="trainer checkpoint")
+            except FencedOut as error:
+                log.warning("trainer fenced out, dropping it: %s", error)
+                self.release()
+                return
+            log.info("checkpoint %s at examples offsets %s", info.version, trainer.offsets)
+            for event in self.unacked:
+                await self.stream.ack(event)
+            self.unacked.clear()
+        await self.publish_status(force=force_status)
 
     async def when_quiet(self) -> None:
         async with self.lock:
-            trainer = self.trainer
-            if trainer is None:
-                return
-            if trainer.checkpoint_due(
-                self.settings.checkpoint_every_examples, self.settings.checkpoint_every_s
-            ):
-                await self._checkpoint(trainer)
-            await self.publish_status(force=True)
+            if self.trainer is not None:
+                await self.checkpoint_if_due(self.trainer, force_status=True)
 
     async def publish_status(self, force: bool) -> None:
         if self.trainer is None or (not force and time.monotonic() - self.last_status < 1.0):
             return
         payload = json.dumps({"ts": time.time(), **self.trainer.status()}).encode()
-        self.client.set(f"{self.settings.redis_prefix}metrics:trainer", payload)
+        key = f"{self.settings.redis_prefix}metrics:trainer"
+        try:  # a status is a snapshot for people: skip it while Redis is away
+            await asyncio.to_thread(self.client.set, key, payload)
+        except REDIS_OUTAGE as error:
+            log.warning("trainer status not written: %s", error)
         await self.metrics.send(key=b"trainer", value=payload)
         self.last_status = time.monotonic()
 
 
 def register_trainer(app: faust.App, settings: DriftrecConfig) -> None:
-    """Register the trainer agent and its quiet-time checkpoint timer on ``app``."""
+    """Register the trainer agent, its quiet-time checkpoint timer and its rebalance
+    handlers on ``app``."""
     examples = app.topic(
         settings.topic_examples, key_serializer="raw", value_serializer="raw", partitions=1
     )
@@ -163,13 +179,19 @@ def register_trainer(app: faust.App, settings: DriftrecConfig) -> None:
     async def checkpoint_when_quiet() -> None:
         await loop.when_quiet()
 
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types handlers as *args
+    async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
+        if any(tp.topic == settings.topic_examples for tp in revoked):
+            # Drop, never half-write: whoever is assigned the partition next (maybe this
+            # worker again) resumes from the current checkpoint and gets the unacked replayed.
+            async with loop.lock:
+                loop.release()
+
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types handlers as *args
     async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         async with loop.lock:
             loop.release()
             if any(tp.topic == settings.topic_examples for tp in assigned):
                 # Consumption resumes from the committed offsets, which only a checkpoint
-                # moves, so the learner is rebuilt from the latest checkpoint at the next
-                # batch, never kept from before the rebalance (another worker may have
-                # checkpointed since).
+                # moves, so the learner is rebuilt (and the model claimed) at the next batch.
                 loop.owned = True

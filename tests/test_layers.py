@@ -19,10 +19,11 @@ FOLDERS = ("core", "models", "features", "producers", "online_update", "stream",
 #: What each package offers the others. A change here is a change of public API.
 SURFACES: dict[str, set[str]] = {
     "driftrec.core": {
-        "EVENT_TYPES", "MAX_MESSAGE_BYTES", "Click", "ConfigError", "Conversion", "DeadLetter",
-        "DriftrecConfig", "DriftrecError", "Dwell", "Event", "Example", "ExampleFeatures",
-        "Impression", "InfraError", "InvalidEvent", "InvalidRow", "Item", "Message",
-        "as_payload", "dead_letter", "decode_event", "decode_item", "encode", "explain",
+        "EVENT_TYPES", "MAX_MESSAGE_BYTES", "MAX_PACK_BYTES", "Click", "ConfigError",
+        "Conversion", "DeadLetter", "DriftrecConfig", "DriftrecError", "Dwell", "Event",
+        "Example", "ExampleFeatures", "ExamplePack", "Impression", "InfraError",
+        "InvalidEvent", "InvalidRow", "Item", "Message", "as_payload", "dead_letter",
+        "decode_event", "decode_examples", "decode_item", "encode", "encode_pack", "explain",
     },
 }  # fmt: skip
 

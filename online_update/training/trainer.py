@@ -9,14 +9,22 @@ their effect durable. Exactly-once *effect* on an at-least-once stream:
   restarted joiner (skipped); the ids of recently applied examples are saved in
   the checkpoint with the model, so both checks survive a crash together.
 
-Every checkpoint becomes a registry version; auto-promotion decides whether it
-goes live (see online_update/registry/promotion.py).
+Offsets move only once the batch they cover is learned: if learning raises (Redis
+unreachable while reading item vectors, say), the same messages are taken again.
+
+Each checkpoint is a file of its own; ``CheckpointPointer`` makes it the one to resume
+from only while this trainer's owner epoch is the newest (``resume`` claims a new one),
+so a worker that lost the examples partition cannot overwrite its successor's work
+(``FencedOut``). Every checkpoint becomes a registry version; auto-promotion decides
+whether it goes live (see online_update/registry/promotion.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,11 +33,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from driftrec.core import DeadLetter, Example, InvalidEvent, dead_letter
+from driftrec.core import DeadLetter, DriftrecError, Example, dead_letter, decode_examples
 from driftrec.features import FeatureEncoder, stable_hash
 from driftrec.models import Batch, ModelConfig
 from driftrec.online_update.embeddings import RedisVectorStore
 from driftrec.online_update.learning import (
+    CheckpointError,
     LearnerConfig,
     OnlineLearner,
     StepResult,
@@ -39,11 +48,16 @@ from driftrec.online_update.learning import (
     save_checkpoint,
 )
 from driftrec.online_update.registry import ModelRegistry, PromotionPolicy, SameWindow, VersionInfo
+from driftrec.online_update.training.pointer import CheckpointPointer
 from driftrec.online_update.training.text_switch import adopt_embedding_version, paired_sample
 
-__all__ = ["RecentIds", "Trainer", "TrainerBatch", "default_learner_config"]
+__all__ = ["FencedOut", "RecentIds", "Trainer", "TrainerBatch", "default_learner_config"]
 
 log = logging.getLogger(__name__)
+
+
+class FencedOut(DriftrecError):
+    """Another worker claimed this trainer's model since this one resumed: stop writing."""
 
 
 class RecentIds:
@@ -95,13 +109,17 @@ class Trainer:
         learner_config: LearnerConfig,
         registry: ModelRegistry,
         vectors: RedisVectorStore,
-        checkpoint_path: Path,
+        checkpoint_dir: Path,
+        pointer: CheckpointPointer,
         topic: str,
         policy: PromotionPolicy | None = None,
     ) -> None:
         self.registry = registry
         self.vectors = vectors
-        self.checkpoint_path = checkpoint_path
+        self.checkpoint_dir = checkpoint_dir
+        self.pointer = pointer
+        self.epoch: int | None = None  # owner epoch, claimed by ``resume``
+        self.checkpoint_path: Path | None = None  # the current checkpoint, once there is one
         self.topic = topic
         self.policy = policy or PromotionPolicy()
         self.learner = OnlineLearner(learner_config)
@@ -126,11 +144,21 @@ class Trainer:
     # -- recovery ---------------------------------------------------------------------------
 
     def resume(self) -> bool:
-        """Continue from the newest checkpoint this trainer wrote, if any."""
-        if not self.checkpoint_path.exists():
+        """Claim the model (fencing out earlier owners), then continue from its current
+        checkpoint, if there is one."""
+        self.epoch = self.pointer.claim()
+        current = self.pointer.current()
+        if current is None:
             return False
-        learner, meta = load_checkpoint(self.checkpoint_path)
-        extra = read_extra(self.checkpoint_path)
+        path = Path(current)
+        if not path.exists():
+            raise CheckpointError(
+                f"the current checkpoint {path} is missing: the trainer's data directory "
+                "must be shared by every worker that can run the trainer"
+            )
+        learner, meta = load_checkpoint(path)
+        extra = read_extra(path)
+        self.checkpoint_path = path
         self.learner = learner
         self.offsets = {
             int(key.rpartition(":")[2]): offset
@@ -155,7 +183,10 @@ class Trainer:
     # -- the hot path ---------------------------------------------------------------------
 
     def prepare(self, messages: Sequence[tuple[int, int, bytes | None, float]]) -> TrainerBatch:
-        """(partition, offset, value, produced_at) messages -> examples not yet applied."""
+        """(partition, offset, value, produced_at) messages -> examples not yet applied.
+
+        A message holds one example or a pack of them (``ExamplePack``); an invalid
+        example is dead-lettered alone, with its message's offset and its index."""
         out = TrainerBatch()
         batch_ids: set[int] = set()
         topic = self.topic
@@ -165,21 +196,19 @@ class Trainer:
             if offset <= self.offsets.get(partition, -1):
                 out.skipped_offsets += 1
                 continue
-            try:
-                example = Example.model_validate_json(value or b"")
-            except ValueError as error:
-                reason = str(InvalidEvent(f"invalid example: {error}")).splitlines()[0]
+            examples, invalid = decode_examples(value or b"")
+            for _, reason, excerpt in invalid:
                 out.dead_letters.append(
-                    dead_letter(reason, "trainer", topic, partition, offset, value)
+                    dead_letter(reason, "trainer", topic, partition, offset, excerpt)
                 )
-                continue
-            key = stable_hash(example.impression.event_id, "example")
-            if key in self.applied or key in batch_ids:
-                out.skipped_duplicates += 1
-                continue
-            batch_ids.add(key)
-            out.examples.append(example)
-            out.produced_at.append(produced_at)
+            for example in examples:
+                key = stable_hash(example.impression.event_id, "example")
+                if key in self.applied or key in batch_ids:
+                    out.skipped_duplicates += 1
+                    continue
+                batch_ids.add(key)
+                out.examples.append(example)
+                out.produced_at.append(produced_at)
         return out
 
     def _set_text_dim(self, dim: int) -> None:
@@ -212,19 +241,20 @@ class Trainer:
         return self.vectors.get(self.embedding_version, item_ids, self.text_dim)
 
     def learn(self, batch: TrainerBatch) -> StepResult | None:
-        """Apply the batch (blocking torch work: call it from an executor)."""
+        """Apply the batch (blocking torch work: call it from an executor); its offsets
+        count as done only once it is learned."""
+        result = None
+        if batch.examples:
+            self.follow_embedding_version()
+            tensors = self.encoder.examples_to_batch(batch.examples, self.text_lookup)
+            result = self.learner.learn_many(tensors)
+            self._remember(tensors, result.predictions["click"])
+            for example in batch.examples:
+                self.applied.add(stable_hash(example.impression.event_id, "example"))
+            now = time.time()
+            self.freshness.extend(now - t for t in batch.produced_at)
         for partition, offset in batch.last_offsets.items():
             self.offsets[partition] = max(offset, self.offsets.get(partition, -1))
-        if not batch.examples:
-            return None
-        self.follow_embedding_version()
-        tensors = self.encoder.examples_to_batch(batch.examples, self.text_lookup)
-        result = self.learner.learn_many(tensors)
-        self._remember(tensors, result.predictions["click"])
-        for example in batch.examples:
-            self.applied.add(stable_hash(example.impression.event_id, "example"))
-        now = time.time()
-        self.freshness.extend(now - t for t in batch.produced_at)
         return result
 
     def _remember(self, batch: Batch, click: np.ndarray) -> None:
@@ -267,17 +297,28 @@ class Trainer:
         )
 
     def checkpoint(self) -> VersionInfo:
-        """Write the checkpoint (model + offset + applied ids), publish it, maybe promote it."""
+        """Write the checkpoint (model + offsets + applied ids), make it current unless
+        fenced out (``FencedOut``), publish it, maybe promote it."""
+        if self.epoch is None:
+            raise FencedOut("the trainer writes checkpoints only after `resume` claimed it")
         embedding_version = self.embedding_version or ""
+        name = f"{self.learner.examples_seen:012d}-{uuid.uuid4().hex[:8]}.pt"
+        path = self.checkpoint_dir / name
         meta = save_checkpoint(
             self.learner,
-            self.checkpoint_path,
+            path,
             offsets={f"{self.topic}:{p}": o for p, o in sorted(self.offsets.items())},
             embedding_version=embedding_version,
             extra={"applied": self.applied.to_tensor()},
         )
+        if not self.pointer.advance(self.epoch, str(path)):
+            path.unlink(missing_ok=True)
+            raise FencedOut(f"owner epoch {self.epoch} of this trainer is no longer the newest")
+        previous, self.checkpoint_path = self.checkpoint_path, path
+        if previous is not None:
+            self._drop_checkpoints_before(previous)
         info = self.registry.publish(
-            self.checkpoint_path,
+            path,
             parent=self.parent,
             examples_seen=meta.examples_seen,
             offsets=meta.offsets,
@@ -291,6 +332,15 @@ class Trainer:
         self.last_checkpoint_at = time.monotonic()
         self.examples_at_checkpoint = meta.examples_seen
         return info
+
+    def _drop_checkpoints_before(self, previous: Path) -> None:
+        """Keep the current and the previous checkpoint (a restart mid-switch may need
+        it); files written later than ``previous`` may be a successor's, so they stay."""
+        with contextlib.suppress(FileNotFoundError):
+            cutoff = previous.stat().st_mtime
+            for old in self.checkpoint_dir.glob("*.pt"):
+                if old != previous and old.stat().st_mtime < cutoff:
+                    old.unlink(missing_ok=True)
 
     def status(self) -> dict[str, Any]:
         """What `driftrec watch` shows: metrics, alarms, freshness, checkpoint."""

@@ -76,10 +76,14 @@ class RedisServer:
                 str(self.root),
                 "--daemonize",
                 "no",
+                # The joiner's snapshots and the registry must survive a restart: an
+                # append-only file synced every second (the RDB dump stays as a backup).
                 "--save",
                 "60 1000",
                 "--appendonly",
-                "no",
+                "yes",
+                "--appendfsync",
+                "everysec",
                 "--protected-mode",
                 "yes",
             ],

@@ -329,3 +329,33 @@ def test_every_event_is_accounted_for_and_redelivery_is_harmless(
     again.state = JoinerState.from_dict(json.loads(json.dumps(again.state.to_dict())), CONFIG)
     again.feed(events)
     assert again.examples() + flush(again.state) == examples
+
+
+def test_an_event_far_ahead_of_the_partition_is_rejected_and_moves_nothing() -> None:
+    run = Run(JoinerConfig(click_window=timedelta(minutes=5), max_ahead=timedelta(days=1)))
+    run.feed([imp("i1", 0), imp("i2", 1)])
+    mark = run.state.watermark
+    (rejected,) = run.feed([imp("typo", 60 * 24 * 365 * 99)])  # dated a century ahead
+    assert isinstance(rejected, Rejection) and rejected.reason == "too_far_ahead"
+    assert "timestamp too far ahead" in rejected.to_dead_letter().reason
+    assert run.state.watermark == mark and not run.examples()
+    run.feed([click("c1", 2), imp("i3", 130)])  # the partition carries on as if it never came
+    assert [e.impression.event_id for e in run.examples()] == ["i1", "i2"]
+    assert run.state.counters.ahead == 1
+
+
+def test_in_live_mode_an_event_ahead_of_the_wall_clock_is_rejected() -> None:
+    state, features = JoinerState(CONFIG), FeatureState()
+    now = at(0)
+    (rejected,) = handle(imp("i1", 30), state, features, now=now)  # the first event, too
+    assert isinstance(rejected, Rejection) and rejected.reason == "too_far_ahead"
+    assert state.watermark is None
+    assert handle(imp("i2", 5), state, features, now=now) == []  # within 10 minutes: fine
+
+
+def test_advance_closes_the_windows_of_an_idle_partition() -> None:
+    run = Run()
+    run.feed([imp("i1", 0)])
+    assert advance(run.state, at(4)) == []
+    (negative,) = advance(run.state, at(6))
+    assert negative.impression.event_id == "i1" and not negative.clicked

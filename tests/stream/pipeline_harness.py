@@ -1,15 +1,36 @@
-"""Run real `driftrec worker` processes against the real broker, for integration tests."""
+"""Run real `driftrec worker` processes against the real broker, and check what they did
+by the exact set of example ids the trainer applied, for integration and stress tests."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import socket
+import subprocess
 import time
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import redis
+from driftrec.features import joiner_config, stable_hash
+from driftrec.online_update.learning.checkpoint import read_extra, read_meta
 from driftrec.ops.settings import Settings
 from driftrec.ops.worker_process import WorkerProcess
+from driftrec.stream import PartitionState
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+__all__ = [
+    "PrivateRedis",
+    "WorkerProcess",
+    "applied_counts",
+    "joiner_statuses",
+    "start_worker",
+    "trainer_status",
+    "wait_for_group",
+    "wait_until_exactly_applied",
+]
 
 
 def start_worker(settings: Settings, data_dir: Path, log_path: Path) -> WorkerProcess:
@@ -25,35 +46,262 @@ def start_worker(settings: Settings, data_dir: Path, log_path: Path) -> WorkerPr
     )
 
 
+def _redis(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+
+
 def trainer_status(settings: Settings) -> dict[str, Any] | None:
-    raw = redis.Redis.from_url(settings.redis_url).get(f"{settings.redis_prefix}metrics:trainer")
+    try:
+        raw = _redis(settings).get(f"{settings.redis_prefix}metrics:trainer")
+    except redis.ConnectionError:
+        return None  # the Redis-restart test takes it away on purpose
     return json.loads(raw) if raw else None
 
 
 def joiner_statuses(settings: Settings) -> dict[str, dict[str, Any]]:
-    raw = redis.Redis.from_url(settings.redis_url).hgetall(f"{settings.redis_prefix}metrics:joiner")
+    raw = _redis(settings).hgetall(f"{settings.redis_prefix}metrics:joiner")
     return {k.decode(): json.loads(v) for k, v in raw.items()}
 
 
-def wait_for_examples(
-    settings: Settings, expected: int, timeout_s: float, workers: list[WorkerProcess]
-) -> int:
-    """Wait until the trainer has applied ``expected`` examples and checkpointed them."""
+def applied_counts(settings: Settings) -> tuple[Counter[int], int]:
+    """How often the current checkpoint's model learned each example (by the hash of its
+    impression id), and the examples offset it covers (-1: no checkpoint yet)."""
+    raw = _redis(settings).get(f"{settings.redis_prefix}trainer:{settings.app_id}:current")
+    if raw is None:
+        return Counter(), -1
+    path = Path(raw.decode())
+    try:
+        applied, meta = read_extra(path)["applied"], read_meta(path)
+    except FileNotFoundError:  # replaced by a newer one since we read the pointer
+        return Counter(), -1
+    return Counter(applied.tolist()), meta.offsets.get(f"{settings.topic_examples}:0", -1)
+
+
+def _snapshot_offsets(settings: Settings) -> list[int]:
+    client = _redis(settings)
+    key = f"{settings.redis_prefix}stream:{settings.app_id}:{settings.topic_events}:p"
+    offsets = []
+    for p in range(settings.partitions):
+        raw = client.get(f"{key}{p}")
+        offsets.append(
+            PartitionState.from_bytes(raw, joiner_config(settings)).offset if raw else -1
+        )
+    return offsets
+
+
+def _end_offsets(settings: Settings) -> tuple[list[int], int]:
+    """Last offsets of the events partitions and of the examples topic (-1 when empty)."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    try:
+        events = [TopicPartition(settings.topic_events, p) for p in range(settings.partitions)]
+        examples = TopicPartition(settings.topic_examples, 0)
+        ends = consumer.end_offsets([*events, examples])
+        return [ends[tp] - 1 for tp in events], ends[examples] - 1
+    finally:
+        consumer.close()
+
+
+def wait_until_exactly_applied(
+    settings: Settings, expected: Iterable[str], timeout_s: float, workers: list[WorkerProcess]
+) -> None:
+    """Wait until the pipeline is quiet (every event snapshotted, every example covered by
+    the current checkpoint), then check that the checkpointed model learned exactly the
+    ``expected`` examples: none missing, none twice, none extra."""
+    want = {stable_hash(event_id, "example") for event_id in expected}
     deadline = time.monotonic() + timeout_s
-    seen = -1
+    seen: tuple[Counter[int], int] = (Counter(), -1)
     while time.monotonic() < deadline:
-        status = trainer_status(settings)
-        if status:
-            seen = int(status["examples_seen"])
-            if seen >= expected and status.get("checkpoint"):
-                time.sleep(3.0)  # anything extra (a double-apply) would show up now
-                status = trainer_status(settings) or status
-                return int(status["examples_seen"])
         for worker in workers:
             if worker.proc.poll() is not None:
                 raise AssertionError(
                     f"worker exited with {worker.proc.returncode}:\n{worker.log_tail()}"
                 )
+        try:
+            seen = applied_counts(settings)
+            events_end, examples_end = _end_offsets(settings)
+            quiet = _snapshot_offsets(settings) == events_end and seen[1] == examples_end
+        except redis.ConnectionError:
+            quiet = False
+        if quiet and len(seen[0]) >= len(want):
+            break
         time.sleep(0.5)
-    logs = "\n---\n".join(w.log_tail() for w in workers)
-    raise AssertionError(f"trainer applied {seen} of {expected} examples in {timeout_s} s\n{logs}")
+    counts = seen[0]
+    missing = want - set(counts)
+    extra = set(counts) - want
+    twice = sorted(k for k, n in counts.items() if n > 1)
+    if missing or extra or twice or not counts:
+        logs = "\n---\n".join(w.log_tail() for w in workers)
+        raise AssertionError(
+            f"after {timeout_s} s the checkpointed model learned {sum(counts.values())} examples: "
+            f"{len(missing)} of the {len(want)} expected missing, {len(twice)} twice, "
+            f"{len(extra)} unexpected\n{logs}"
+        )
+
+
+def wait_for_group(settings: Settings, group: str, members: int, timeout_s: float = 60) -> None:
+    """Wait until consumer group ``group`` is stable with ``members`` members."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        deadline = time.monotonic() + timeout_s
+        state: Any = None
+        while time.monotonic() < deadline:
+            state = admin.describe_consumer_groups([group])[0]
+            if state.state == "Stable" and len(state.members) == members:
+                return
+            time.sleep(0.25)
+        raise AssertionError(f"group {group} not stable with {members} members: {state}")
+    finally:
+        admin.close()
+
+
+class PrivateRedis:
+    """A redis-server of the test's own (append-only file, fsync every second, as
+    `driftrec up` runs it) that the test can kill -9 and start again on the same data."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        server = shutil.which("redis-server")
+        assert server, "redis-server is not installed"
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.root)]
+        args += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
+        self.proc = subprocess.Popen([server, *args], stdout=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    return
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                time.sleep(0.05)
+        raise AssertionError(f"private redis on {self.port} did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+# -- the scenarios the integration tests run once and `make stress` runs round after round --
+
+
+def log_options(n_events: int) -> dict[str, str]:
+    return {"n_events": str(n_events), "n_users": str(max(50, n_events // 30)), "seed": "11"}
+
+
+def _records(n_events: int) -> list[Any]:
+    from driftrec.producers.sources import open_source
+
+    return list(open_source("default", "synthetic", options=log_options(n_events)))
+
+
+def _expected(records: list[Any], settings: Settings) -> list[str]:
+    from driftrec.stream.testing import expected_examples
+
+    expected = expected_examples(records, settings)
+    assert len(expected) == len(set(expected)) > len(records) // 3
+    return expected
+
+
+def _wait_for_progress(settings: Settings, examples: int, worker: WorkerProcess) -> None:
+    deadline = time.monotonic() + 120
+    while ((trainer_status(settings) or {}).get("examples_seen", 0)) < examples:
+        assert time.monotonic() < deadline, worker.log_tail()
+        assert worker.proc.poll() is None, worker.log_tail()
+        time.sleep(0.2)
+
+
+def run_uninterrupted(settings: Settings, tmp: Path, workers: list[WorkerProcess], n: int) -> None:
+    from driftrec.producers.replay import replay
+
+    records = _records(n)
+    replay(records, settings)
+    workers.append(start_worker(settings, tmp / "data", tmp / "worker.log"))
+    wait_until_exactly_applied(settings, _expected(records, settings), 240, workers)
+
+
+def run_kill_single(settings: Settings, tmp: Path, workers: list[WorkerProcess], n: int) -> None:
+    """kill -9 the only worker mid-replay; a new one resumes from snapshots and checkpoint."""
+    from driftrec.producers.replay import replay
+
+    records = _records(n)
+    first = start_worker(settings, tmp / "data", tmp / "worker1.log")
+    workers.append(first)
+    half = len(records) // 2
+    replay(records[:half], settings)
+    _wait_for_progress(settings, len(records) // 10, first)
+    first.kill()
+    replay(records[half:], settings)
+    workers.append(start_worker(settings, tmp / "data", tmp / "worker2.log"))
+    wait_until_exactly_applied(settings, _expected(records, settings), 240, workers[1:])
+
+
+def run_two_workers(settings: Settings, tmp: Path, workers: list[WorkerProcess], n: int) -> None:
+    """Two workers split the partitions; the joiner work adds up, the trainer is one."""
+    from driftrec.producers.replay import replay
+
+    records = _records(n)
+    workers.append(start_worker(settings, tmp / "data", tmp / "w1.log"))
+    workers.append(start_worker(settings, tmp / "data", tmp / "w2.log"))
+    wait_for_group(settings, settings.app_id, members=2)
+    replay(records, settings)
+    wait_until_exactly_applied(settings, _expected(records, settings), 240, workers)
+    busy = {w: s for w, s in joiner_statuses(settings).items() if s.get("impression", 0) > 0}
+    assert len(busy) == 2, f"both workers should join events: {busy}"
+    owned = [set(s["partitions"]) for s in busy.values()]
+    assert not owned[0] & owned[1] and owned[0] | owned[1] == set(range(settings.partitions))
+
+
+def run_kill_one_of_two(
+    settings: Settings, tmp: Path, workers: list[WorkerProcess], n: int
+) -> None:
+    """kill -9 one of two workers mid-replay: its partitions (and maybe the trainer) move."""
+    from driftrec.producers.replay import replay
+
+    records = _records(n)
+    workers.append(start_worker(settings, tmp / "data", tmp / "w1.log"))
+    workers.append(start_worker(settings, tmp / "data", tmp / "w2.log"))
+    wait_for_group(settings, settings.app_id, members=2)
+    half = len(records) // 2
+    replay(records[:half], settings)
+    _wait_for_progress(settings, len(records) // 10, workers[0])
+    workers[0].kill()
+    replay(records[half:], settings)
+    wait_until_exactly_applied(settings, _expected(records, settings), 240, workers[1:])
+
+
+def run_redis_restart(settings: Settings, tmp: Path, workers: list[WorkerProcess], n: int) -> None:
+    """kill -9 Redis mid-replay and start it again on its append-only file: the worker
+    waits it out, and nothing is lost or applied twice."""
+    from driftrec.producers.replay import replay
+
+    store = PrivateRedis(tmp / "redis")
+    store.start()
+    settings = settings.model_copy(update={"redis_url": store.url})
+    try:
+        records = _records(n)
+        worker = start_worker(settings, tmp / "data", tmp / "worker.log")
+        workers.append(worker)
+        half = len(records) // 2
+        replay(records[:half], settings)
+        _wait_for_progress(settings, len(records) // 10, worker)
+        store.kill()
+        replay(records[half:], settings)  # the worker keeps consuming, Redis is away
+        deadline = time.monotonic() + 60
+        while "Redis unavailable" not in worker.log_tail(20_000):  # it noticed, and waits
+            assert time.monotonic() < deadline and worker.proc.poll() is None, worker.log_tail()
+            time.sleep(0.2)
+        store.start()
+        wait_until_exactly_applied(settings, _expected(records, settings), 240, workers)
+    finally:
+        for w in workers:
+            w.stop()
+        workers.clear()
+        store.kill()

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-from driftrec.core.schemas import Example, ExampleFeatures, Impression, encode
+from driftrec.core.schemas import Example, ExampleFeatures, Impression, encode, encode_pack
 from driftrec.models.config import ModelConfig
 from driftrec.online_update.embeddings.vector_store import RedisVectorStore
 from driftrec.online_update.learning.learner import LearnerConfig
 from driftrec.online_update.registry.versions import ModelRegistry
-from driftrec.online_update.training.trainer import Trainer
+from driftrec.online_update.training.pointer import CheckpointPointer
+from driftrec.online_update.training.trainer import FencedOut, Trainer
 from driftrec.ops.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -50,7 +51,7 @@ def make_trainer(live_settings: Settings, redis_prefix: str, tmp_path: Path):  #
     client = redis.Redis.from_url(live_settings.redis_url)
 
     def build(text_dim: int = 8) -> Trainer:
-        return Trainer(
+        trainer = Trainer(
             learner_config=LearnerConfig(
                 model=ModelConfig(text_dim=text_dim, user_buckets=64, item_buckets=64)
             ),
@@ -58,9 +59,12 @@ def make_trainer(live_settings: Settings, redis_prefix: str, tmp_path: Path):  #
                 client, tmp_path / "registry", prefix=f"{redis_prefix}registry:"
             ),
             vectors=RedisVectorStore(client, prefix=f"{redis_prefix}emb:"),
-            checkpoint_path=tmp_path / "trainer.pt",
+            checkpoint_dir=tmp_path / "trainer",
+            pointer=CheckpointPointer(client, f"{redis_prefix}trainer:"),
             topic=TOPIC,
         )
+        trainer.resume()  # claims the model, as the agent does on assignment
+        return trainer
 
     return build
 
@@ -73,7 +77,7 @@ def test_applies_each_example_once_across_a_restart(make_trainer) -> None:  # ty
     trainer.learn(trainer.prepare(messages(100, 150, first_offset=100)))  # lost in the crash
 
     restarted = make_trainer()
-    assert restarted.resume() and restarted.learner.examples_seen == 100
+    assert restarted.learner.examples_seen == 100
     # Kafka redelivers from the committed offset (here 50): the first 50 are below the checkpoint.
     redelivered = restarted.prepare(messages(50, 150, first_offset=50))
     assert redelivered.skipped_offsets == 50 and len(redelivered.examples) == 50
@@ -147,3 +151,55 @@ def test_after_a_drift_the_new_version_is_judged_on_the_same_recent_examples(mak
     assert candidate_auc is not None and active_auc is not None and candidate_auc > active_auc + 0.1
     after = trainer.checkpoint()
     assert trainer.registry.active_version_name() == after.version
+
+
+def test_offsets_move_only_once_the_batch_is_learned(make_trainer, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    trainer = make_trainer()
+    trainer.learn(trainer.prepare(messages(0, 50)))
+    batch = trainer.prepare(messages(50, 100, first_offset=50))
+
+    def fail(*args: object) -> None:
+        raise ConnectionError("redis went away mid-batch")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer.learner, "learn_many", fail)
+        with pytest.raises(ConnectionError):
+            trainer.learn(batch)
+    assert trainer.offsets == {0: 49} and trainer.learner.examples_seen == 50
+    retried = trainer.prepare(messages(50, 100, first_offset=50))  # Kafka redelivers them
+    assert len(retried.examples) == 50 and retried.skipped_offsets == 0
+    trainer.learn(retried)
+    assert trainer.offsets == {0: 99} and trainer.learner.examples_seen == 100
+
+
+def test_a_trainer_that_lost_the_model_cannot_overwrite_its_successor(make_trainer) -> None:  # type: ignore[no-untyped-def]
+    old = make_trainer()
+    old.learn(old.prepare(messages(0, 40)))
+    old.checkpoint()
+    new = make_trainer()  # another worker was assigned the examples partition
+    assert new.learner.examples_seen == 40
+    new.learn(new.prepare(messages(40, 60, first_offset=40)))
+    successor = new.checkpoint()
+    old.learn(old.prepare(messages(40, 80, first_offset=40)))
+    with pytest.raises(FencedOut):
+        old.checkpoint()
+    assert make_trainer().learner.examples_seen == successor.examples_seen == 60
+
+
+def test_a_pack_is_learned_whole_but_a_bad_example_in_it_is_dead_lettered_alone(
+    make_trainer,
+) -> None:  # type: ignore[no-untyped-def]
+    trainer = make_trainer()
+    good = [example(n, n % 2 == 0) for n in range(3)]
+    bad = b'{"type": "example", "clicked": "maybe"}'
+    batch = trainer.prepare(
+        [(0, 7, encode_pack([good[0], bad, good[1]]), 0.0), (0, 8, good[2], 0.0)]
+    )
+    assert [e.impression.event_id for e in batch.examples] == ["imp0", "imp1", "imp2"]
+    (letter,) = batch.dead_letters
+    assert (letter.offset, letter.stage) == (
+        7,
+        "trainer",
+    ) and "example 1 of its pack" in letter.reason
+    trainer.learn(batch)
+    assert trainer.offsets == {0: 8} and trainer.learner.examples_seen == 3

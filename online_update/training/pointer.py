@@ -1,0 +1,58 @@
+"""Which checkpoint is the trainer's current one, fenced by an owner epoch (in Redis).
+
+One trainer writes a model, but during a rebalance two workers can briefly both believe
+they own the examples partition. Each checkpoint is written to a file of its own; it
+becomes the one a restart resumes from only when its writer's epoch is still the newest
+claim, checked and switched in one Lua script. A worker that lost the partition can
+still write a file, but never make it current, so it cannot overwrite its successor.
+
+>>> class FakeRedis:  # the two commands the pointer uses, for the example only
+...     def __init__(self): self.data = {}
+...     def incr(self, key): self.data[key] = self.data.get(key, 0) + 1; return self.data[key]
+...     def get(self, key): return self.data.get(key)
+...     def register_script(self, _):
+...         def advance(keys, args):
+...             if self.data.get(keys[0]) != int(args[0]): return 0
+...             self.data[keys[1]] = args[1]; return 1
+...         return advance
+>>> pointer = CheckpointPointer(FakeRedis(), "t:")
+>>> old, new = pointer.claim(), pointer.claim()
+>>> pointer.advance(old, "stale.pt"), pointer.advance(new, "fresh.pt"), pointer.current()
+(False, True, 'fresh.pt')
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["CheckpointPointer"]
+
+# KEYS: epoch, current. ARGV: the writer's epoch, the checkpoint's path.
+_ADVANCE = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+"""
+
+
+class CheckpointPointer:
+    """The current checkpoint of one trainer (``prefix`` names it) and its owner epoch."""
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self.client = client
+        self.epoch_key = f"{prefix}epoch"
+        self.current_key = f"{prefix}current"
+        self._advance = client.register_script(_ADVANCE)
+
+    def claim(self) -> int:
+        """Become the owner: every earlier owner's ``advance`` fails from now on."""
+        return int(self.client.incr(self.epoch_key))
+
+    def current(self) -> str | None:
+        """The path of the checkpoint a new owner resumes from (None: start fresh)."""
+        raw = self.client.get(self.current_key)
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    def advance(self, epoch: int, path: str) -> bool:
+        """Make ``path`` current if ``epoch`` is still the newest claim."""
+        return bool(self._advance(keys=[self.epoch_key, self.current_key], args=[epoch, path]))

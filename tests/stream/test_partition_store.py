@@ -1,0 +1,73 @@
+"""Joiner snapshots are fenced by owner epochs: a worker that lost a partition cannot
+overwrite its successor's state (real Redis)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import redis
+from driftrec.core import encode
+from driftrec.ops.settings import Settings
+from driftrec.stream.catalog import Catalog
+from driftrec.stream.join_worker import JoinWorker
+from driftrec.stream.partition_store import FREE, PartitionStore
+from driftrec.stream.testing import T0, small_world
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_stale_owner_is_refused_and_a_free_state_is_not(
+    redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    store = PartitionStore(redis_client, f"{redis_prefix}p")
+    ((old_epoch, _),) = store.claim([3]).values()
+    assert store.save({3: (old_epoch, b"old owner")}) == set()
+    ((new_epoch, seen),) = store.claim([3]).values()  # another worker is assigned partition 3
+    assert seen == b"old owner" and new_epoch == old_epoch + 1
+    assert store.save({3: (old_epoch, b"late write"), 4: (FREE, b"unclaimed")}) == {3}
+    assert store.load(3) == b"old owner" and store.load(4) == b"unclaimed"
+    assert store.save({3: (new_epoch, b"new owner")}) == set()
+    assert store.load(3) == b"new owner"
+
+
+def _worker(settings: Settings) -> JoinWorker:
+    return JoinWorker(settings, redis.Redis.from_url(settings.redis_url), Catalog())
+
+
+def test_a_worker_fenced_out_drops_the_partition_and_its_successor_resumes_at_its_snapshot(
+    live_settings: Settings, redis_prefix: str
+) -> None:
+    settings = live_settings.model_copy(update={"redis_prefix": redis_prefix, "partitions": 1})
+    events = [r for r in small_world(users=1, impressions_per_user=6) if hasattr(r, "user_id")]
+    first = _worker(settings)
+    first.adopt(first.store.claim([0]))
+    first.process([(0, i, encode(e)) for i, e in enumerate(events[:3])])
+    assert first.save_snapshots() == set()
+    second = _worker(settings)
+    second.adopt(second.store.claim([0]))  # the partition moved
+    assert second.states[0].offset == 2
+    first.process([(0, i, encode(e)) for i, e in enumerate(events[3:], start=3)])
+    assert first.save_snapshots() == {0} and 0 not in first.states
+    assert first.process([(0, 9, encode(events[-1]))]).skipped == 1  # no longer ours
+    assert _worker(settings).store.load(0) is not None
+    resumed = second.process([(0, i, encode(e)) for i, e in enumerate(events)])
+    assert resumed.skipped == 3  # at or below the snapshot's offset
+
+
+def test_an_idle_partition_closes_its_windows_on_the_wall_clock(
+    live_settings: Settings, redis_prefix: str
+) -> None:
+    settings = live_settings.model_copy(
+        update={"redis_prefix": redis_prefix, "partitions": 1, "idle_timeout_s": 0.01}
+    )
+    worker = _worker(settings)
+    worker.adopt(worker.store.claim([0]))
+    impression = small_world(users=1, impressions_per_user=1)[-1]
+    assert worker.process([(0, 0, encode(impression))]).examples == []
+    state = worker.states[0]
+    state.arrived -= settings.click_window_s + 1  # as if it had been idle past its window
+    (example,) = worker.close_idle()
+    assert example.impression.event_id == impression.event_id and not example.clicked
+    assert state.dirty and state.joiner.watermark is not None
+    assert state.joiner.watermark > T0 + timedelta(seconds=settings.click_window_s)
