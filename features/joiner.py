@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeAlias
@@ -189,6 +190,9 @@ class JoinerState:
         # stays true, so keeping the earliest ts until the latest expires is never wrong.
         self._closed: dict[tuple[str, str], tuple[int, int]] = {}
         self._closed_heap: list[tuple[int, str, str]] = []
+        self._by_seq: dict[int, _Pending] = {}
+        #: Keys (see ``delta``) changed since the last ``delta``: what a snapshot writes.
+        self._changed: set[str] = set()
 
     @property
     def watermark_us(self) -> int | None:
@@ -212,6 +216,7 @@ class JoinerState:
 
     def _remember(self, event_id: str, ts_us: int) -> None:
         self._seen[event_id] = ts_us + self._horizon_us
+        self._changed.add(f"s|{event_id}")
         heapq.heappush(self._seen_heap, (ts_us + self._horizon_us, event_id))
 
     def _add(self, impression: Impression, features: ExampleFeatures) -> None:
@@ -220,6 +225,8 @@ class JoinerState:
         entry = _Pending(impression, features, ts_us, self._seq, ts_us + self._click_us)
         pair = (impression.user_id, impression.item_id)
         bisect.insort(self._pending.setdefault(pair, []), entry, key=lambda p: (p.ts_us, p.seq))
+        self._by_seq[entry.seq] = entry
+        self._changed.add(f"p|{entry.seq}")
         heapq.heappush(self._deadlines, (entry.deadline_us, entry.seq, entry))
 
     def _emit(
@@ -235,6 +242,8 @@ class JoinerState:
         if expiry > forget:
             heapq.heappush(self._closed_heap, (expiry, *pair))
         self._closed[pair] = (min(earliest, entry.ts_us), max(forget, expiry))
+        del self._by_seq[entry.seq]
+        self._changed.update((f"p|{entry.seq}", _closed_key(pair)))
         entry.deadline_us = -1  # marks its heap entries dead
         self.counters.emitted += 1
         self.counters.positives += entry.click_us is not None
@@ -262,10 +271,12 @@ class JoinerState:
             expiry, event_id = heapq.heappop(self._seen_heap)
             if self._seen.get(event_id) == expiry:
                 del self._seen[event_id]
+                self._changed.add(f"s|{event_id}")
         while self._closed_heap and self._closed_heap[0][0] < mark:
             expiry, user_id, item_id = heapq.heappop(self._closed_heap)
             if self._closed.get((user_id, item_id), (0, 0))[1] == expiry:
                 del self._closed[(user_id, item_id)]
+                self._changed.add(_closed_key((user_id, item_id)))
         return out
 
     def _join(self, event: _Outcome) -> Example | Rejection | None:
@@ -278,6 +289,7 @@ class JoinerState:
         if not eligible:
             return self._refuse(event, kind, before, in_window)
         entry = eligible[-1]
+        self._changed.add(f"p|{entry.seq}")
         if kind == "click":
             entry.click_us = ts
             if entry.deadline_us != entry.ts_us + self._conversion_us:
@@ -327,14 +339,7 @@ class JoinerState:
             "version": 1,
             "max_us": self._max_us,
             "seq": self._seq,
-            "pending": [
-                {
-                    "impression": p.impression.model_dump(mode="json"),
-                    "features": p.features.model_dump(mode="json"),
-                    **{k: getattr(p, k) for k in _PENDING_SCALARS},
-                }
-                for p in sorted(pending, key=lambda p: p.seq)
-            ],
+            "pending": [_pending_row(p) for p in sorted(pending, key=lambda p: p.seq)],
             "seen": dict(self._seen),
             "closed": [[*pair, *entry] for pair, entry in self._closed.items()],
             "counters": asdict(self.counters),
@@ -356,6 +361,7 @@ class JoinerState:
                 **{k: row[k] for k in _PENDING_SCALARS},
             )
             state._pending.setdefault((impression.user_id, impression.item_id), []).append(entry)
+            state._by_seq[entry.seq] = entry
             state._deadlines.append((entry.deadline_us, entry.seq, entry))
         for entries in state._pending.values():
             entries.sort(key=lambda p: (p.ts_us, p.seq))
@@ -368,6 +374,78 @@ class JoinerState:
         heapq.heapify(state._seen_heap)
         heapq.heapify(state._closed_heap)
         return state
+
+    # -- incremental snapshots: one key per pending impression, remembered id, closed pair --
+
+    def delta(self) -> tuple[dict[str, str], list[str]]:
+        """What changed since the last call, as keys to write and keys to delete.
+
+        Keys: ``meta`` (event time, sequence, counters), ``p|<seq>`` a pending impression,
+        ``s|<event id>`` a remembered id, ``x|<user>\\x1f<item>`` a recently closed pair.
+        Applying every delta in order to an empty hash gives ``from_delta``'s input.
+        """
+        write: dict[str, str] = {}
+        delete: list[str] = []
+        for key in self._changed:
+            value = self._value(key)
+            if value is None:
+                delete.append(key)
+            else:
+                write[key] = value
+        self._changed.clear()
+        meta = {"version": 2, "max_us": self._max_us, "seq": self._seq}
+        write["meta"] = json.dumps({**meta, "counters": asdict(self.counters)})
+        return write, delete
+
+    def _value(self, key: str) -> str | None:
+        kind, _, name = key.partition("|")
+        if kind == "s":
+            expiry = self._seen.get(name)
+            return None if expiry is None else str(expiry)
+        if kind == "p":
+            entry = self._by_seq.get(int(name))
+            return None if entry is None else json.dumps(_pending_row(entry))
+        user, _, item = name.partition("\x1f")
+        closed = self._closed.get((user, item))
+        return None if closed is None else json.dumps(closed)
+
+    @classmethod
+    def from_delta(cls, fields: dict[str, str], config: JoinerConfig | None = None) -> JoinerState:
+        """Rebuild a state from the keys its deltas wrote (other keys are ignored)."""
+        meta = json.loads(fields["meta"])
+        if meta.get("version") != 2:
+            raise ConfigError(f"unknown joiner snapshot version {meta.get('version')!r}")
+        data: dict[str, Any] = {
+            "version": 1,
+            "max_us": meta["max_us"],
+            "seq": meta["seq"],
+            "counters": meta["counters"],
+            "pending": [],
+            "seen": {},
+            "closed": [],
+        }
+        for key, value in fields.items():
+            kind, _, name = key.partition("|")
+            if kind == "p":
+                data["pending"].append(json.loads(value))
+            elif kind == "s":
+                data["seen"][name] = int(value)
+            elif kind == "x":
+                user, _, item = name.partition("\x1f")
+                data["closed"].append([user, item, *json.loads(value)])
+        return cls.from_dict(data, config)
+
+
+def _closed_key(pair: tuple[str, str]) -> str:
+    return f"x|{pair[0]}\x1f{pair[1]}"
+
+
+def _pending_row(p: _Pending) -> dict[str, Any]:
+    return {
+        "impression": p.impression.model_dump(mode="json"),
+        "features": p.features.model_dump(mode="json"),
+        **{k: getattr(p, k) for k in _PENDING_SCALARS},
+    }
 
 
 _PENDING_SCALARS = (

@@ -28,6 +28,7 @@ entries) with no event within ``ttl`` of event time; a returning user starts afr
 from __future__ import annotations
 
 import bisect
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -122,6 +123,8 @@ class FeatureState:
         self._users: dict[str, _User] = {}
         self._items: dict[str, _ItemCounts] = {}
         self._catalog: dict[str, tuple[int, str]] = {}  # item_id -> (ts_us, category)
+        #: Keys (see ``delta``) changed since the last ``delta``: what a snapshot writes.
+        self._changed: set[str] = set()
 
     def _decay(self, age_us: int) -> float:
         return math.pow(2.0, -age_us / self._half_life_us)
@@ -133,12 +136,14 @@ class FeatureState:
             known = self._catalog.get(event.item_id)
             if known is None or ts >= known[0]:  # last write wins by event time
                 self._catalog[event.item_id] = (ts, event.category)
+                self._changed.add(f"c|{event.item_id}")
             return
         if not isinstance(event, Impression | Click):
             return
         ts = to_micros(event.ts)
         user = self._users.setdefault(event.user_id, _User())
         user.last_us = max(user.last_us, ts)
+        self._changed.update((f"u|{event.user_id}", f"i|{event.item_id}"))
         item = self._items.setdefault(event.item_id, _ItemCounts())
         if item.ref_us is None or ts > item.ref_us:
             if item.ref_us is not None:
@@ -195,9 +200,11 @@ class FeatureState:
         items = [iid for iid, c in self._items.items() if (c.ref_us or 0) < cutoff]
         for uid in users:
             del self._users[uid]
+            self._changed.add(f"u|{uid}")
         for iid in items:
             del self._items[iid]
             self._catalog.pop(iid, None)
+            self._changed.update((f"i|{iid}", f"c|{iid}"))
         return len(users) + len(items)
 
     def sizes(self) -> dict[str, int]:
@@ -258,6 +265,31 @@ class FeatureState:
         for iid, (ts, category) in data["catalog"].items():
             state._catalog[iid] = (int(ts), str(category))
         return state
+
+    def delta(self) -> tuple[dict[str, str], list[str]]:
+        """What changed since the last call: keys ``u|<user>``, ``i|<item>``, ``c|<item>``
+        (entries as in ``to_dict``) to write, and keys of forgotten entries to delete."""
+        users = [key[2:] for key in self._changed if key.startswith("u|")]
+        data = self.subset(users, [key[2:] for key in self._changed if key[0] in "ic"])
+        write: dict[str, str] = {}
+        for kind, section in (("u", "users"), ("i", "items"), ("c", "catalog")):
+            write.update({f"{kind}|{key}": json.dumps(v) for key, v in data[section].items()})
+        delete = [key for key in self._changed if key not in write]
+        self._changed.clear()
+        return write, delete
+
+    @classmethod
+    def from_delta(
+        cls, fields: dict[str, str], config: FeatureConfig | None = None
+    ) -> FeatureState:
+        """Rebuild a state from the keys its deltas wrote (other keys are ignored)."""
+        data: dict[str, Any] = {"version": 1, "users": {}, "items": {}, "catalog": {}}
+        sections = {"u": "users", "i": "items", "c": "catalog"}
+        for key, value in fields.items():
+            kind, _, name = key.partition("|")
+            if kind in sections:
+                data[sections[kind]][name] = json.loads(value)
+        return cls.from_dict(data, config)
 
 
 def _smoothed(clicks: np.ndarray, impressions: np.ndarray, config: FeatureConfig) -> np.ndarray:

@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
 
     bench = add("bench", _bench, "benchmarks that print figures and ratios (last line: JSON)")
-    bench.add_argument("what", choices=["replay", "train", "pipeline", "embed", "serve"])
+    bench.add_argument("what", choices=["replay", "train", "pipeline", "soak", "embed", "serve"])
     bench.add_argument("--events", type=int, default=200_000, help="events to use")
     bench.add_argument("--json", action="store_true", help="print only the JSON line")
     return parser

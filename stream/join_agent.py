@@ -27,6 +27,7 @@ from typing import Any
 import faust
 import redis
 from driftrec.core import MAX_PACK_BYTES, DeadLetter, DriftrecConfig, Example, encode, encode_pack
+from driftrec.stream.batches import current
 from driftrec.stream.catalog import Catalog
 from driftrec.stream.join_worker import JoinWorker
 from driftrec.stream.retry import REDIS_OUTAGE, call_redis
@@ -119,8 +120,9 @@ def register_joiner(app: faust.App, settings: DriftrecConfig) -> JoinWorker:
     @app.agent(events, name="joiner")
     async def joiner(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
         streams.append(stream)
-        async for batch in stream.noack_take(settings.take_max, within=settings.take_within_s):
+        async for taken in stream.noack_take(settings.take_max, within=settings.take_within_s):
             async with lock:
+                batch = current(app, taken)
                 messages = [(e.message.partition, e.message.offset, e.value) for e in batch]
                 out = worker.process(messages)
                 await emit(out.examples)
@@ -132,6 +134,8 @@ def register_joiner(app: faust.App, settings: DriftrecConfig) -> JoinWorker:
 
     @app.timer(settings.snapshot_every_s)  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def snapshot_when_quiet() -> None:
+        if lock.locked():
+            return  # the agent is busy, and snapshots by itself when one is due
         async with lock:
             await emit(worker.close_idle())
             if worker.snapshot_due():

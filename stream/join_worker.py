@@ -22,9 +22,7 @@ can be ahead of the offsets and silently drop examples.
 
 from __future__ import annotations
 
-import json
 import time
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -52,7 +50,7 @@ from driftrec.features import (
 )
 from driftrec.stream.catalog import Catalog
 from driftrec.stream.feature_store import RedisFeatureStore
-from driftrec.stream.partition_store import FREE, PartitionStore
+from driftrec.stream.partition_store import FREE, PartitionStore, Snapshot
 
 __all__ = ["JoinOutput", "JoinWorker", "PartitionState"]
 
@@ -70,23 +68,42 @@ class PartitionState:
     touched_users: set[str] = field(default_factory=set)
     touched_items: set[str] = field(default_factory=set)
 
-    def to_bytes(self) -> bytes:
-        data = {
-            "offset": self.offset,
-            "joiner": self.joiner.to_dict(),
-            "features": self.features.to_dict(),
-        }
-        return zlib.compress(json.dumps(data, separators=(",", ":")).encode(), 1)
+    #: Changes taken from the states but not yet saved (kept until a save succeeds).
+    unsaved_write: dict[str, str] = field(default_factory=dict)
+    unsaved_delete: set[str] = field(default_factory=set)
+
+    def snapshot(self) -> Snapshot:
+        """Everything changed since the last successful save, and the offset it covers."""
+        for write, delete in (self.joiner.delta(), self.features.delta()):
+            for key in delete:
+                self.unsaved_write.pop(key, None)
+                self.unsaved_delete.add(key)
+            for key, value in write.items():
+                self.unsaved_delete.discard(key)
+                self.unsaved_write[key] = value
+        self.unsaved_write["offset"] = str(self.offset)
+        return Snapshot(self.epoch, dict(self.unsaved_write), sorted(self.unsaved_delete))
+
+    def saved(self) -> None:
+        self.unsaved_write.clear()
+        self.unsaved_delete.clear()
 
     @classmethod
-    def from_bytes(
-        cls, raw: bytes, config: JoinerConfig, features: FeatureConfig | None = None
+    def from_snapshot(
+        cls,
+        fields: dict[str, str],
+        epoch: int,
+        config: JoinerConfig,
+        features: FeatureConfig | None = None,
     ) -> PartitionState:
-        data = json.loads(zlib.decompress(raw))
+        """The state a snapshot's keys describe (an empty one for no keys)."""
+        if not fields:
+            return cls(JoinerState(config), FeatureState(features), epoch=epoch)
         return cls(
-            joiner=JoinerState.from_dict(data["joiner"], config),
-            features=FeatureState.from_dict(data["features"], features),
-            offset=int(data["offset"]),
+            joiner=JoinerState.from_delta(fields, config),
+            features=FeatureState.from_delta(fields, features),
+            offset=int(fields["offset"]),
+            epoch=epoch,
         )
 
 
@@ -122,10 +139,10 @@ class JoinWorker:
 
     # -- ownership ------------------------------------------------------------------------
 
-    def adopt(self, claimed: dict[int, tuple[int, bytes | None]]) -> None:
-        """Take over freshly claimed partitions: (epoch, snapshot) per partition."""
-        for partition, (epoch, raw) in claimed.items():
-            self.states[partition] = self._state(raw, epoch)
+    def adopt(self, claimed: dict[int, tuple[int, dict[str, str]]]) -> None:
+        """Take over freshly claimed partitions: (epoch, snapshot keys) per partition."""
+        for partition, (epoch, fields) in claimed.items():
+            self.states[partition] = self._state(fields, epoch)
         self.owned = (self.owned or set()) | set(claimed)
 
     def drop(self, partitions: set[int]) -> None:
@@ -136,14 +153,8 @@ class JoinWorker:
         if self.owned is not None:
             self.owned -= partitions
 
-    def _state(self, raw: bytes | None, epoch: int) -> PartitionState:
-        if raw is None:
-            state = PartitionState(JoinerState(self.config), FeatureState(self.feature_config))
-            state.epoch = epoch
-            return state
-        state = PartitionState.from_bytes(raw, self.config, self.feature_config)
-        state.epoch = epoch
-        return state
+    def _state(self, fields: dict[str, str], epoch: int) -> PartitionState:
+        return PartitionState.from_snapshot(fields, epoch, self.config, self.feature_config)
 
     def state_for(self, partition: int) -> PartitionState | None:
         """The partition's state, or None when this worker does not own it."""
@@ -231,7 +242,11 @@ class JoinWorker:
         for state in dirty.values():
             if state.joiner.watermark is not None:
                 state.features.evict_inactive(state.joiner.watermark)
-        fenced = self.store.save({p: (s.epoch, s.to_bytes()) for p, s in dirty.items()})
+        snapshots = {p: s.snapshot() for p, s in dirty.items()}
+        fenced = self.store.save(snapshots)
+        self.counts["snapshot_bytes"] += sum(
+            len(k) + len(v) for s in snapshots.values() for k, v in s.write.items()
+        )
         for partition, state in dirty.items():
             if partition in fenced:
                 continue
@@ -244,6 +259,7 @@ class JoinWorker:
                     as_of=watermark,
                     shard=partition,
                 )
+            state.saved()
             state.dirty = False
             state.touched_users.clear()
             state.touched_items.clear()

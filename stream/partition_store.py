@@ -1,39 +1,63 @@
-"""Joiner snapshots in Redis, one key per events partition, fenced by an owner epoch.
+"""Joiner snapshots in Redis, one hash per events partition, fenced by an owner epoch.
+
+A snapshot is incremental: the partition's state is kept per key (a user's features,
+an item's counters, a pending impression, a remembered event id, ...; see
+``JoinerState.delta`` and ``FeatureState.delta``) in one Redis hash, and each save
+writes only the keys changed since the last one, deletes the keys forgotten, and sets
+``offset``, the last source offset the state covers, in the same script: state and
+offset cannot part, and the cost of a save follows the traffic, not the history.
 
 A worker that is assigned a partition ``claim``s it: one transaction bumps the
 partition's epoch and reads its snapshot. Every later ``save`` checks, in the same Lua
 script that writes, that the writer's epoch is still the newest, so a worker that has
-lost a partition (it was revoked and given to another worker, which claimed it) can no
-longer overwrite its successor's snapshot: that write is refused and the partition
-reported as fenced. A snapshot holds the state and the last source offset it covers,
-written together, so they cannot part.
+lost a partition (revoked and given to another worker, which claimed it) can no longer
+write into its successor's snapshot: that save is refused and the partition reported
+as fenced.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 import redis
 
-__all__ = ["FREE", "PartitionStore"]
+__all__ = ["FREE", "PartitionStore", "Snapshot"]
 
 #: The epoch of a state that no assignment claimed (faust's test context): never fenced.
 FREE = 0
 
-# KEYS: epoch key, snapshot key, ... (pairs). ARGV: epoch, snapshot, ... (pairs).
-# Writes the pairs whose epoch is FREE or still current; returns the indexes refused.
+# KEYS: epoch key, state key, ... (pairs). ARGV, per pair: epoch, #writes, #deletes,
+# then the writes as key, value and the deleted keys. Applies the pairs whose epoch is
+# FREE or still current; returns the (1-based) indexes of the pairs refused.
 _SAVE = """
 local refused = {}
+local at = 1
 for i = 1, #KEYS, 2 do
-  local mine = tonumber(ARGV[i])
+  local mine, writes, deletes = tonumber(ARGV[at]), tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+  at = at + 3
   if mine ~= 0 and tonumber(redis.call('GET', KEYS[i]) or '0') ~= mine then
     table.insert(refused, (i + 1) / 2)
   else
-    redis.call('SET', KEYS[i + 1], ARGV[i + 1])
+    for j = at, at + 2 * writes - 1, 2 do
+      redis.call('HSET', KEYS[i + 1], ARGV[j], ARGV[j + 1])
+    end
+    for j = at + 2 * writes, at + 2 * writes + deletes - 1 do
+      redis.call('HDEL', KEYS[i + 1], ARGV[j])
+    end
   end
+  at = at + 2 * writes + deletes
 end
 return refused
 """
+
+
+class Snapshot(NamedTuple):
+    """What one save writes for a partition: the owner epoch, keys to set, keys to drop."""
+
+    epoch: int
+    write: Mapping[str, str]
+    delete: Sequence[str]
 
 
 class PartitionStore:
@@ -42,7 +66,7 @@ class PartitionStore:
 
     def __init__(self, client: redis.Redis, key: str) -> None:
         self.client = client
-        self.key = key  # "<prefix>stream:<app>:<topic>:p"; snapshot of partition 3 at "...:p3"
+        self.key = key  # "<prefix>stream:<app>:<topic>:p"; partition 3's hash is "...:p3"
         self._save = client.register_script(_SAVE)
 
     def snapshot_key(self, partition: int) -> str:
@@ -51,30 +75,37 @@ class PartitionStore:
     def epoch_key(self, partition: int) -> str:
         return f"{self.key}{partition}:epoch"
 
-    def claim(self, partitions: Iterable[int]) -> dict[int, tuple[int, bytes | None]]:
-        """Take ownership: partition -> (new epoch, its snapshot or None), atomically."""
+    def claim(self, partitions: Iterable[int]) -> dict[int, tuple[int, dict[str, str]]]:
+        """Take ownership: partition -> (new epoch, its snapshot's keys), atomically."""
         wanted = sorted(partitions)
         if not wanted:
             return {}
         pipe = self.client.pipeline(transaction=True)
         for partition in wanted:
             pipe.incr(self.epoch_key(partition))
-            pipe.get(self.snapshot_key(partition))
+            pipe.hgetall(self.snapshot_key(partition))
         replies = pipe.execute()
-        return {p: (int(replies[2 * i]), replies[2 * i + 1]) for i, p in enumerate(wanted)}
+        return {
+            p: (int(replies[2 * i]), _decoded(replies[2 * i + 1])) for i, p in enumerate(wanted)
+        }
 
-    def load(self, partition: int) -> bytes | None:
-        raw = self.client.get(self.snapshot_key(partition))
-        return raw if isinstance(raw, bytes) else None
+    def load(self, partition: int) -> dict[str, str]:
+        return _decoded(self.client.hgetall(self.snapshot_key(partition)))
 
-    def save(self, snapshots: Mapping[int, tuple[int, bytes]]) -> set[int]:
-        """Write partition -> (epoch, snapshot) in one round trip; returns the partitions
+    def save(self, snapshots: Mapping[int, Snapshot]) -> set[int]:
+        """Apply every partition's changes in one round trip; returns the partitions
         refused because another worker claimed them since."""
         if not snapshots:
             return set()
         order = sorted(snapshots)
-        keys = [k for p in order for k in (self.epoch_key(p), self.snapshot_key(p))]
-        args: list[int | bytes] = [v for p in order for v in snapshots[p]]
+        keys: list[str] = []
+        args: list[int | str] = []
+        for partition in order:
+            epoch, write, delete = snapshots[partition]
+            keys += [self.epoch_key(partition), self.snapshot_key(partition)]
+            args += [epoch, len(write), len(delete)]
+            args += [x for pair in write.items() for x in pair]
+            args += list(delete)
         refused = self._save(keys=keys, args=args)
         return {order[int(i) - 1] for i in refused}
 
@@ -83,3 +114,10 @@ class PartitionStore:
         keys = list(self.client.scan_iter(f"{self.key}*"))
         if keys:
             self.client.delete(*keys)
+
+
+def _decoded(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    def text(value: bytes | str) -> str:
+        return value.decode() if isinstance(value, bytes) else value
+
+    return {text(k): text(v) for k, v in raw.items()}

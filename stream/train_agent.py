@@ -26,9 +26,11 @@ from driftrec.online_update.registry import open_registry
 from driftrec.online_update.training import (
     CheckpointPointer,
     FencedOut,
+    PendingCheckpoint,
     Trainer,
     default_learner_config,
 )
+from driftrec.stream.batches import current
 from driftrec.stream.retry import REDIS_OUTAGE, call_redis
 
 __all__ = ["build_trainer", "register_trainer"]
@@ -64,6 +66,9 @@ class _TrainerLoop:
         self.settings = settings
         self.client = redis.Redis.from_url(settings.redis_url)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftrec-trainer")
+        # Checkpoints are written on a thread of their own while learning goes on.
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftrec-checkpoint")
+        self.writing: asyncio.Task[None] | None = None
         self.metrics = app.topic(
             settings.topic_metrics, key_serializer="raw", value_serializer="raw", partitions=1
         )
@@ -129,22 +134,38 @@ class _TrainerLoop:
             await self.checkpoint_if_due(trainer, force_status=False)
 
     async def checkpoint_if_due(self, trainer: Trainer, force_status: bool) -> None:
-        if trainer.checkpoint_due(
+        """Start a checkpoint when one is due and none is being written: copy the state
+        now (the offsets it covers are fixed here), write it in the background, and ack
+        the messages it covers once it is current."""
+        idle = self.writing is None or self.writing.done()
+        if idle and trainer.checkpoint_due(
             self.settings.checkpoint_every_examples, self.settings.checkpoint_every_s
         ):
-            try:
-                info = await self._torch(trainer.checkpoint, what="trainer checkpoint")
-            except FencedOut as error:
-                log.warning("trainer fenced out, dropping it: %s", error)
-                self.release()
-                return
-            log.info("checkpoint %s at examples offsets %s", info.version, trainer.offsets)
-            for event in self.unacked:
-                await self.stream.ack(event)
-            self.unacked.clear()
+            pending = await self._torch(trainer.begin_checkpoint, what="trainer checkpoint copy")
+            covered, self.unacked = self.unacked, []
+            self.writing = asyncio.create_task(self._write(trainer, pending, covered))
         await self.publish_status(force=force_status)
 
+    async def _write(
+        self, trainer: Trainer, pending: PendingCheckpoint, covered: list[Any]
+    ) -> None:
+        try:
+            info = await call_redis(
+                trainer.write_checkpoint, pending, what="trainer checkpoint", executor=self.writer
+            )
+        except FencedOut as error:
+            log.warning("trainer fenced out, dropping it: %s", error)
+            async with self.lock:
+                if self.trainer is trainer:
+                    self.release()
+            return
+        log.info("checkpoint %s at examples offsets %s", info.version, pending.offsets)
+        for event in covered:
+            await self.stream.ack(event)
+
     async def when_quiet(self) -> None:
+        if self.lock.locked():
+            return  # the agent is busy, and checkpoints by itself when one is due
         async with self.lock:
             if self.trainer is not None:
                 await self.checkpoint_if_due(self.trainer, force_status=True)
@@ -173,7 +194,7 @@ def register_trainer(app: faust.App, settings: DriftrecConfig) -> None:
     @app.agent(examples, name="trainer")
     async def trainer_agent(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
         async for events in stream.noack_take(settings.take_max, within=settings.take_within_s):
-            await loop.handle(stream, list(events))
+            await loop.handle(stream, current(app, events))
 
     @app.timer(max(1.0, settings.checkpoint_every_s / 4))  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def checkpoint_when_quiet() -> None:

@@ -5,11 +5,17 @@ stream's agent. Deduplicates, learns, follows embedding versions, checkpoints, p
 from __future__ import annotations
 
 from driftrec.online_update.training.pointer import CheckpointPointer
-from driftrec.online_update.training.trainer import FencedOut, Trainer, default_learner_config
+from driftrec.online_update.training.trainer import (
+    FencedOut,
+    PendingCheckpoint,
+    Trainer,
+    default_learner_config,
+)
 
 __all__ = [
     "CheckpointPointer",
     "FencedOut",
+    "PendingCheckpoint",
     "Trainer",
     "default_learner_config",
 ]

@@ -22,6 +22,7 @@ whether it goes live (see online_update/registry/promotion.py).
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import time
 import uuid
@@ -51,13 +52,31 @@ from driftrec.online_update.registry import ModelRegistry, PromotionPolicy, Same
 from driftrec.online_update.training.pointer import CheckpointPointer
 from driftrec.online_update.training.text_switch import adopt_embedding_version, paired_sample
 
-__all__ = ["FencedOut", "RecentIds", "Trainer", "TrainerBatch", "default_learner_config"]
+__all__ = [
+    "FencedOut",
+    "PendingCheckpoint",
+    "RecentIds",
+    "Trainer",
+    "TrainerBatch",
+    "default_learner_config",
+]
 
 log = logging.getLogger(__name__)
 
 
 class FencedOut(DriftrecError):
     """Another worker claimed this trainer's model since this one resumed: stop writing."""
+
+
+@dataclass
+class PendingCheckpoint:
+    """A copy of everything a checkpoint holds, taken between two batches."""
+
+    learner: OnlineLearner
+    offsets: dict[str, int]
+    applied: torch.Tensor
+    embedding_version: str
+    window: list[tuple[Batch, np.ndarray]]
 
 
 class RecentIds:
@@ -263,24 +282,28 @@ class Trainer:
         while self.window and self.window_rows - len(self.window[0][0]) >= self.window_size:
             self.window_rows -= len(self.window.popleft()[0])
 
-    def same_window(self) -> SameWindow | None:
+    def same_window(
+        self, window: Sequence[tuple[Batch, np.ndarray]] | None = None
+    ) -> SameWindow | None:
         """Click AUC of this learner (prequential) and of the active version on the same
-        recent examples, or None when they cannot be compared (different text space)."""
+        recent examples (``window``: a copy taken with a checkpoint), or None when they
+        cannot be compared (different text space)."""
+        window = self.window if window is None else window
         active = self.registry.active()
         if (
             active is None
-            or not self.window
+            or not window
             or active.embedding_version != (self.embedding_version or "")
         ):
             return None
         if self._active_cache is None or self._active_cache[0] != active.version:
             learner, _ = load_checkpoint(self.registry.open_artifact(active.version))
             self._active_cache = (active.version, learner)
-        batch = Batch.concat([b for b, _ in self.window])
+        batch = Batch.concat([b for b, _ in window])
         if batch.click is None:
             return None
         labels = batch.click.numpy()
-        mine = np.concatenate([p for _, p in self.window])
+        mine = np.concatenate([p for _, p in window])
         theirs = self._active_cache[1].predict_many(batch)["click"]
         return (
             active.version,
@@ -299,17 +322,38 @@ class Trainer:
     def checkpoint(self) -> VersionInfo:
         """Write the checkpoint (model + offsets + applied ids), make it current unless
         fenced out (``FencedOut``), publish it, maybe promote it."""
+        return self.write_checkpoint(self.begin_checkpoint())
+
+    def begin_checkpoint(self) -> PendingCheckpoint:
+        """Copy what a checkpoint holds, between two batches (fast: an in-memory copy);
+        ``write_checkpoint`` can then run in another thread while learning goes on."""
         if self.epoch is None:
             raise FencedOut("the trainer writes checkpoints only after `resume` claimed it")
-        embedding_version = self.embedding_version or ""
-        name = f"{self.learner.examples_seen:012d}-{uuid.uuid4().hex[:8]}.pt"
+        self.last_checkpoint_at = time.monotonic()
+        self.examples_at_checkpoint = self.learner.examples_seen
+        return PendingCheckpoint(
+            learner=copy.deepcopy(self.learner),
+            offsets={f"{self.topic}:{p}": o for p, o in sorted(self.offsets.items())},
+            applied=self.applied.to_tensor(),
+            embedding_version=self.embedding_version or "",
+            window=list(self.window),
+        )
+
+    def write_checkpoint(self, pending: PendingCheckpoint) -> VersionInfo:
+        """Write ``pending`` to a file of its own, make it current (``FencedOut`` if
+        another worker claimed the model since), publish it, maybe promote it. Safe to
+        retry after a Redis failure."""
+        if self.epoch is None:
+            raise FencedOut("the trainer writes checkpoints only after `resume` claimed it")
+        embedding_version = pending.embedding_version
+        name = f"{pending.learner.examples_seen:012d}-{uuid.uuid4().hex[:8]}.pt"
         path = self.checkpoint_dir / name
         meta = save_checkpoint(
-            self.learner,
+            pending.learner,
             path,
-            offsets={f"{self.topic}:{p}": o for p, o in sorted(self.offsets.items())},
+            offsets=pending.offsets,
             embedding_version=embedding_version,
-            extra={"applied": self.applied.to_tensor()},
+            extra={"applied": pending.applied},
         )
         if not self.pointer.advance(self.epoch, str(path)):
             path.unlink(missing_ok=True)
@@ -326,11 +370,9 @@ class Trainer:
             embedding_version=embedding_version,
             config_fingerprint=meta.fingerprint,
         )
-        if self.registry.maybe_promote(info, self.policy, self.same_window()):
+        if self.registry.maybe_promote(info, self.policy, self.same_window(pending.window)):
             self.parent = info.version
         self.last_version = info
-        self.last_checkpoint_at = time.monotonic()
-        self.examples_at_checkpoint = meta.examples_seen
         return info
 
     def _drop_checkpoints_before(self, previous: Path) -> None:

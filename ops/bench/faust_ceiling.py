@@ -52,5 +52,5 @@ def main(bootstrap: str, topic: str, n: int, out: Path) -> None:
 
 if __name__ == "__main__":
     bootstrap, topic, count, target = sys.argv[1:5]
-    sys.argv = [sys.argv[0], "worker", "--loglevel", "warning", "--without-web"]
+    sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
     main(bootstrap, topic, int(count), Path(target))

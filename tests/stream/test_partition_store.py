@@ -11,7 +11,7 @@ from driftrec.core import encode
 from driftrec.ops.settings import Settings
 from driftrec.stream.catalog import Catalog
 from driftrec.stream.join_worker import JoinWorker
-from driftrec.stream.partition_store import FREE, PartitionStore
+from driftrec.stream.partition_store import FREE, PartitionStore, Snapshot
 from driftrec.stream.testing import T0, small_world
 
 pytestmark = pytest.mark.integration
@@ -22,13 +22,14 @@ def test_a_stale_owner_is_refused_and_a_free_state_is_not(
 ) -> None:
     store = PartitionStore(redis_client, f"{redis_prefix}p")
     ((old_epoch, _),) = store.claim([3]).values()
-    assert store.save({3: (old_epoch, b"old owner")}) == set()
+    assert store.save({3: Snapshot(old_epoch, {"a": "1", "b": "2"}, [])}) == set()
     ((new_epoch, seen),) = store.claim([3]).values()  # another worker is assigned partition 3
-    assert seen == b"old owner" and new_epoch == old_epoch + 1
-    assert store.save({3: (old_epoch, b"late write"), 4: (FREE, b"unclaimed")}) == {3}
-    assert store.load(3) == b"old owner" and store.load(4) == b"unclaimed"
-    assert store.save({3: (new_epoch, b"new owner")}) == set()
-    assert store.load(3) == b"new owner"
+    assert seen == {"a": "1", "b": "2"} and new_epoch == old_epoch + 1
+    late = Snapshot(old_epoch, {"a": "late"}, ["b"])
+    assert store.save({3: late, 4: Snapshot(FREE, {"c": "3"}, [])}) == {3}
+    assert store.load(3) == {"a": "1", "b": "2"} and store.load(4) == {"c": "3"}
+    assert store.save({3: Snapshot(new_epoch, {"a": "new"}, ["b"])}) == set()
+    assert store.load(3) == {"a": "new"}
 
 
 def _worker(settings: Settings) -> JoinWorker:
@@ -50,7 +51,7 @@ def test_a_worker_fenced_out_drops_the_partition_and_its_successor_resumes_at_it
     first.process([(0, i, encode(e)) for i, e in enumerate(events[3:], start=3)])
     assert first.save_snapshots() == {0} and 0 not in first.states
     assert first.process([(0, 9, encode(events[-1]))]).skipped == 1  # no longer ours
-    assert _worker(settings).store.load(0) is not None
+    assert _worker(settings).store.load(0)["offset"] == "2"
     resumed = second.process([(0, i, encode(e)) for i, e in enumerate(events)])
     assert resumed.skipped == 3  # at or below the snapshot's offset
 
