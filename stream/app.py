@@ -4,17 +4,17 @@
 consumer settings are chosen on purpose (values in seconds):
 
 - ``processing_guarantee="at_least_once"``: faust's ``exactly_once`` has many open
-  bugs; instead the agents ack a message only once its effect is durable (joiner
-  snapshot, trainer checkpoint) and the sinks are idempotent (examples carry their
-  impression's event id, which the trainer deduplicates).
+  bugs; instead the agents' topics are not acked at all: the agents commit the offsets
+  a joiner snapshot or trainer checkpoint covers once it is durable
+  (stream/offsets.py), and the sinks are idempotent (examples carry their impression's
+  event id, which the trainer deduplicates).
 - ``broker_session_timeout=10``, ``broker_heartbeat_interval=2``: a killed worker
   is noticed and its partitions move within ~10 s, without flapping on a busy host.
 - ``broker_max_poll_interval=300``: torch work runs in an executor, but a long
   checkpoint must never get a healthy worker kicked out of the group.
-- ``broker_commit_interval=1``: acked offsets reach Kafka within a second.
 - ``stream_recovery_delay=0.5``: start consuming soon after a rebalance.
-- ``stream_buffer_maxsize=131072``: agents ack only after a snapshot or checkpoint,
-  so faust's back pressure must allow a few seconds of unacked traffic.
+- ``stream_buffer_maxsize=131072``: a few seconds of traffic can wait in faust's
+  buffer while an agent snapshots or checkpoints, without pausing the fetcher.
 """
 
 from __future__ import annotations
@@ -78,11 +78,8 @@ def create_app(settings: DriftrecConfig, role: str = "all") -> faust.App:
         broker_session_timeout=10.0,
         broker_heartbeat_interval=2.0,
         broker_max_poll_interval=300.0,
-        broker_commit_interval=1.0,
         stream_recovery_delay=0.5,
         stream_wait_empty=False,
-        # Messages stay unacked until the next snapshot/checkpoint, so the prefetch
-        # buffer must hold a few seconds of traffic or consumption stalls.
         stream_buffer_maxsize=131_072,
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.partitions,

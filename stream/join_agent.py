@@ -1,17 +1,17 @@
 """The joiner agent: events in, labelled examples and dead letters out.
 
 Thin by design (CONVENTIONS point 6): it takes batches of raw messages, hands them to
-``JoinWorker.process`` and emits what comes back. A message is acked only after the
-examples it produced are flushed and the state it changed is snapshotted (see
-stream/join_worker.py), on the agent's own cadence or on a timer, which also closes
-the windows of idle partitions.
+``JoinWorker.process`` and emits what comes back. Offsets are committed only after the
+examples they produced are flushed and the state they changed is snapshotted (see
+stream/join_worker.py and stream/offsets.py), on the agent's own cadence or on a timer,
+which also closes the windows of idle partitions.
 
 Rebalances: on revoke, unsaved work of the revoked partitions is dropped (never
-half-written) and their unacked messages are redelivered to the next owner. On
-assignment the worker claims its partitions (a new owner epoch fences out the previous
-owner's late writes), loads their snapshots, and rewinds Kafka's committed offset to a
-snapshot's offset where Kafka ran ahead of it (a Redis restored from an older copy), so
-the gap is replayed, not skipped. Redis calls run in a thread and wait out an outage.
+half-written); the next owner reads on from the snapshot's offset. On assignment the
+worker claims its partitions (a new owner epoch fences out the previous owner's late
+writes), loads their snapshots, and rewinds Kafka's committed offset to a snapshot's
+offset where Kafka ran ahead of it (a Redis restored from an older copy), so the gap is
+replayed, not skipped. Redis calls run in a thread and wait out an outage.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from driftrec.core import MAX_PACK_BYTES, DeadLetter, DriftrecConfig, Example, e
 from driftrec.stream.batches import current
 from driftrec.stream.catalog import Catalog
 from driftrec.stream.join_worker import JoinWorker
+from driftrec.stream.offsets import commit as commit_offsets
+from driftrec.stream.offsets import rewind
 from driftrec.stream.retry import REDIS_OUTAGE, call_redis
 
 __all__ = ["register_joiner"]
@@ -37,38 +39,22 @@ __all__ = ["register_joiner"]
 log = logging.getLogger(__name__)
 
 
-def _raw_topic(app: faust.App, name: str, partitions: int | None = None) -> Any:
-    return app.topic(name, key_serializer="raw", value_serializer="raw", partitions=partitions)
-
-
-async def _rewind_to_snapshots(app: faust.App, topic: str, worker: JoinWorker) -> None:
-    """Where Kafka's committed offset is past a snapshot's, commit the snapshot's: faust
-    seeks to the committed offsets once the assignment completes, so the gap replays."""
-    consumer: Any = app.consumer  # faust's aiokafka Consumer; ConsumerT declares neither call
-    owned = {tp.partition: tp for tp in consumer.assignment() if tp.topic == topic}
-    committed = await consumer.seek_to_committed()
-    rewind = {}
-    for partition, state in worker.states.items():
-        tp = owned.get(partition)
-        if tp is not None and (committed.get(tp) or 0) > state.offset + 1:
-            rewind[tp] = state.offset + 1
-    if rewind:
-        log.warning("rewinding %s to the joiner snapshots' offsets", rewind)
-        # faust has no public call to commit an offset below the last one; this is it.
-        await consumer._commit(rewind)
+def _raw_topic(app: faust.App, name: str, partitions: int | None = None, acks: bool = True) -> Any:
+    return app.topic(
+        name, key_serializer="raw", value_serializer="raw", partitions=partitions, acks=acks
+    )
 
 
 def register_joiner(app: faust.App, settings: DriftrecConfig) -> JoinWorker:
     """Register the joiner agent, the catalog follower, the snapshot timer and the
     rebalance handlers on ``app``."""
-    events = _raw_topic(app, settings.topic_events, settings.partitions)
+    # Offsets follow the snapshots, not faust's acks (stream/offsets.py).
+    events = _raw_topic(app, settings.topic_events, settings.partitions, acks=False)
     examples = _raw_topic(app, settings.topic_examples, 1)
     dead = _raw_topic(app, settings.topic_deadletter, 1)
     catalog = Catalog()
     worker = JoinWorker(settings, redis.Redis.from_url(settings.redis_url), catalog)
     lock = asyncio.Lock()
-    unacked: list[Any] = []
-    streams: list[Any] = []
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
 
     async def send_dead_letter(letter: DeadLetter) -> None:
@@ -91,18 +77,15 @@ def register_joiner(app: faust.App, settings: DriftrecConfig) -> JoinWorker:
             await app.producer.flush()
 
     async def commit() -> None:
-        """Flush what we emitted, snapshot the state, then ack the messages it covers."""
-        if not unacked and not any(s.dirty for s in worker.states.values()):
+        """Flush what we emitted, snapshot the state, then commit the offsets it covers."""
+        if not any(s.dirty for s in worker.states.values()):
             return
         await app.producer.flush()
         fenced = await call_redis(worker.save_snapshots, what="joiner snapshot")
         if fenced:
             log.warning("partitions %s were claimed by another worker: dropped", sorted(fenced))
-        stream = streams[-1] if streams else None
-        for event in unacked:
-            if event.message.partition not in fenced and stream is not None:
-                await stream.ack(event)
-        unacked.clear()
+        covered = {p: s.offset + 1 for p, s in worker.states.items()}
+        await commit_offsets(app, settings.topic_events, covered)
         status = {"ts": time.time(), "partitions": sorted(worker.states), **worker.counts}
         key = f"{settings.redis_prefix}metrics:joiner"
         try:  # a status is for people: skip it while Redis is away
@@ -119,7 +102,6 @@ def register_joiner(app: faust.App, settings: DriftrecConfig) -> JoinWorker:
 
     @app.agent(events, name="joiner")
     async def joiner(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
-        streams.append(stream)
         async for taken in stream.noack_take(settings.take_max, within=settings.take_within_s):
             async with lock:
                 batch = current(app, taken)
@@ -128,7 +110,6 @@ def register_joiner(app: faust.App, settings: DriftrecConfig) -> JoinWorker:
                 await emit(out.examples)
                 for letter in out.dead_letters:
                     await send_dead_letter(letter)
-                unacked.extend(batch)
                 if worker.snapshot_due():
                     await commit()
 
@@ -146,18 +127,17 @@ def register_joiner(app: faust.App, settings: DriftrecConfig) -> JoinWorker:
         gone = {tp.partition for tp in revoked if tp.topic == settings.topic_events}
         async with lock:
             worker.drop(gone)
-            unacked[:] = [e for e in unacked if e.message.partition not in gone]
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types handlers as *args
     async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
         owned = {tp.partition for tp in assigned if tp.topic == settings.topic_events}
         async with lock:
             worker.drop(set(worker.states) - owned)
-            unacked[:] = [e for e in unacked if e.message.partition in owned]
             new = owned - set(worker.states)
             claimed = await call_redis(worker.store.claim, new, what="joiner claim")
             worker.adopt(claimed)
             worker.owned = owned
-            await _rewind_to_snapshots(app, settings.topic_events, worker)
+            covered = {p: s.offset + 1 for p, s in worker.states.items()}
+            await rewind(app, settings.topic_events, covered)
 
     return worker

@@ -4,8 +4,8 @@ Each events partition owns a ``JoinerState`` and a ``FeatureState`` (users are k
 partitions, so a user's history lives in exactly one of them). On assignment a worker
 claims its partitions (``PartitionStore.claim``: a new owner epoch and the snapshot,
 atomically) and loads them at once. The state is snapshotted together with the last
-offset it covers, fenced by that epoch, and the agent acks the source messages only
-after the snapshot is written and the examples it emitted are flushed to Kafka. A new
+offset it covers, fenced by that epoch, and the agent commits that offset to Kafka
+only after the snapshot is written and the examples it emitted are flushed. A new
 owner resumes at the snapshot's offset: messages at or below it are skipped, and if
 Kafka's committed offset ran ahead of the snapshot (a Redis that came back older) the
 agent rewinds it, so the gap is replayed rather than lost. Examples re-emitted from

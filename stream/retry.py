@@ -2,7 +2,7 @@
 
 Agents run every Redis call through ``call_redis``: the call runs in a thread (never
 on the event loop), and while Redis is unreachable or still loading its data the agent
-waits, logging how long, and tries again. Nothing is acked meanwhile, so a worker that
+waits, logging how long, and tries again. No offset is committed meanwhile, so a worker that
 sits out an outage loses nothing and a worker that is killed during one replays it.
 """
 

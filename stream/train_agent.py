@@ -1,10 +1,12 @@
 """The trainer agent: labelled examples in, model updates, metrics and checkpoints out.
 
 The examples topic has one partition, so exactly one worker of the group runs the
-trainer at a time (one writer per model). Messages are taken without auto-ack and
-acked only after a checkpoint covers them; torch work runs in a single-thread
-executor so heartbeats and rebalances are never starved. A timer checkpoints when
-the stream goes quiet, so the tail of a replay is never left uncovered.
+trainer at a time (one writer per model). The worker assigned the partition rebuilds
+the trainer from the current checkpoint at once, and rewinds Kafka's committed offset
+to the checkpoint's where Kafka ran ahead of it; offsets are committed only after a
+checkpoint covering them is current (stream/offsets.py). Torch work runs in a
+single-thread executor so heartbeats and rebalances are never starved. A timer
+checkpoints when the stream goes quiet, so the tail of a replay is never left uncovered.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from driftrec.online_update.training import (
     default_learner_config,
 )
 from driftrec.stream.batches import current
+from driftrec.stream.offsets import commit, rewind
 from driftrec.stream.retry import REDIS_OUTAGE, call_redis
 
 __all__ = ["build_trainer", "register_trainer"]
@@ -63,6 +66,7 @@ class _TrainerLoop:
     """State the agent and its timer share (both run on the event loop)."""
 
     def __init__(self, app: faust.App, settings: DriftrecConfig) -> None:
+        self.app = app
         self.settings = settings
         self.client = redis.Redis.from_url(settings.redis_url)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftrec-trainer")
@@ -76,8 +80,6 @@ class _TrainerLoop:
             settings.topic_deadletter, key_serializer="raw", value_serializer="raw", partitions=1
         )
         self.trainer: Trainer | None = None
-        self.stream: Any = None
-        self.unacked: list[Any] = []
         self.lock = asyncio.Lock()
         self.last_status = 0.0
         #: Whether this worker owns the examples partition (None before the first assignment).
@@ -87,27 +89,30 @@ class _TrainerLoop:
         """Run trainer work on its own thread; wait out a Redis outage and try again."""
         return await call_redis(fn, *args, what=what, executor=self.executor)
 
-    async def trainer_ready(self) -> Trainer:
-        """The trainer, (re)built from the current checkpoint when this worker (re)gains
-        the topic; building it claims the model, so an earlier owner is fenced out."""
-        if self.trainer is None:
-            self.trainer = await self._torch(
-                build_trainer, self.settings, self.client, what="trainer resume"
-            )
+    async def _build(self) -> Trainer:
+        """The trainer, built from the current checkpoint; building it claims the model,
+        so an earlier owner is fenced out."""
+        self.trainer = await self._torch(
+            build_trainer, self.settings, self.client, what="trainer resume"
+        )
         return self.trainer
+
+    async def take_over(self) -> None:
+        """This worker was assigned the examples partition: rebuild the trainer and read
+        on from the offset its checkpoint covers."""
+        self.owned = True
+        trainer = await self._build()
+        covered = {p: o + 1 for p, o in trainer.offsets.items()}
+        await rewind(self.app, self.settings.topic_examples, {0: 0, **covered})
 
     def release(self) -> None:
         """The examples partition moved (or is moving) away: stop writing anything.
-
-        The new owner resumes from the current checkpoint; our unacked messages are
-        redelivered there, and the fence stops a checkpoint of ours from replacing its.
-        """
+        The new owner resumes from the current checkpoint, and the fence stops a
+        checkpoint of ours from replacing its."""
         self.trainer = None
-        self.unacked.clear()
         self.owned = False
 
-    async def handle(self, stream: Any, events: list[Any]) -> None:
-        self.stream = stream
+    async def handle(self, events: list[Any]) -> None:
         now = time.time()
         # faust gives the Kafka message timestamp (the joiner's send time) in seconds.
         messages = [
@@ -117,13 +122,13 @@ class _TrainerLoop:
         async with self.lock:
             if self.owned is False:
                 return  # taken before the partition moved away; its new owner replays it
-            trainer = await self.trainer_ready()
+            # Built at assignment; only faust's test context, which assigns nothing, builds here.
+            trainer = self.trainer or await self._build()
             prepared = await self._torch(trainer.prepare, messages, what="trainer prepare")
             for letter in prepared.dead_letters:
                 await self.dead.send(key=b"trainer", value=encode(letter))
             # Offsets move only once the batch is learned, so a retry repeats it whole.
             result = await self._torch(trainer.learn, prepared, what="trainer learn")
-            self.unacked.extend(events)
             for alarm in result.alarms if result is not None else ():
                 log.warning(
                     "drift alarm: %s on %s at example %d",
@@ -135,20 +140,17 @@ class _TrainerLoop:
 
     async def checkpoint_if_due(self, trainer: Trainer, force_status: bool) -> None:
         """Start a checkpoint when one is due and none is being written: copy the state
-        now (the offsets it covers are fixed here), write it in the background, and ack
-        the messages it covers once it is current."""
+        now (the offsets it covers are fixed here), write it in the background, and
+        commit those offsets once it is current."""
         idle = self.writing is None or self.writing.done()
         if idle and trainer.checkpoint_due(
             self.settings.checkpoint_every_examples, self.settings.checkpoint_every_s
         ):
             pending = await self._torch(trainer.begin_checkpoint, what="trainer checkpoint copy")
-            covered, self.unacked = self.unacked, []
-            self.writing = asyncio.create_task(self._write(trainer, pending, covered))
+            self.writing = asyncio.create_task(self._write(trainer, pending))
         await self.publish_status(force=force_status)
 
-    async def _write(
-        self, trainer: Trainer, pending: PendingCheckpoint, covered: list[Any]
-    ) -> None:
+    async def _write(self, trainer: Trainer, pending: PendingCheckpoint) -> None:
         try:
             info = await call_redis(
                 trainer.write_checkpoint, pending, what="trainer checkpoint", executor=self.writer
@@ -160,8 +162,8 @@ class _TrainerLoop:
                     self.release()
             return
         log.info("checkpoint %s at examples offsets %s", info.version, pending.offsets)
-        for event in covered:
-            await self.stream.ack(event)
+        covered = {int(key.rpartition(":")[2]): o + 1 for key, o in pending.offsets.items()}
+        await commit(self.app, self.settings.topic_examples, covered)
 
     async def when_quiet(self) -> None:
         if self.lock.locked():
@@ -186,15 +188,20 @@ class _TrainerLoop:
 def register_trainer(app: faust.App, settings: DriftrecConfig) -> None:
     """Register the trainer agent, its quiet-time checkpoint timer and its rebalance
     handlers on ``app``."""
+    # Offsets follow the checkpoints, not faust's acks (stream/offsets.py).
     examples = app.topic(
-        settings.topic_examples, key_serializer="raw", value_serializer="raw", partitions=1
+        settings.topic_examples,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=1,
+        acks=False,
     )
     loop = _TrainerLoop(app, settings)
 
     @app.agent(examples, name="trainer")
     async def trainer_agent(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
         async for events in stream.noack_take(settings.take_max, within=settings.take_within_s):
-            await loop.handle(stream, current(app, events))
+            await loop.handle(current(app, events))
 
     @app.timer(max(1.0, settings.checkpoint_every_s / 4))  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def checkpoint_when_quiet() -> None:
@@ -204,7 +211,7 @@ def register_trainer(app: faust.App, settings: DriftrecConfig) -> None:
     async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         if any(tp.topic == settings.topic_examples for tp in revoked):
             # Drop, never half-write: whoever is assigned the partition next (maybe this
-            # worker again) resumes from the current checkpoint and gets the unacked replayed.
+            # worker again) resumes from the current checkpoint and reads on from its offset.
             async with loop.lock:
                 loop.release()
 
@@ -213,6 +220,4 @@ def register_trainer(app: faust.App, settings: DriftrecConfig) -> None:
         async with loop.lock:
             loop.release()
             if any(tp.topic == settings.topic_examples for tp in assigned):
-                # Consumption resumes from the committed offsets, which only a checkpoint
-                # moves, so the learner is rebuilt (and the model claimed) at the next batch.
-                loop.owned = True
+                await loop.take_over()

@@ -178,8 +178,8 @@ class ActiveSubscription:
     """
 
     def __init__(self, client: redis.Redis, channel: str, *, confirm_s: float = 5.0) -> None:
-        # redis-py leaves pubsub() unannotated.
-        self.pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+        # redis-py before 8.2 leaves pubsub() unannotated.
+        self.pubsub = client.pubsub()  # type: ignore[no-untyped-call, unused-ignore]
         self.pubsub.subscribe(channel)
         # Wait for Redis to confirm, so a change made right after this returns is seen.
         deadline = time.monotonic() + confirm_s

@@ -19,6 +19,7 @@ from driftrec.online_update.learning.checkpoint import read_extra, read_meta
 from driftrec.ops.settings import Settings
 from driftrec.ops.worker_process import WorkerProcess
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 __all__ = [
     "PrivateRedis",
@@ -130,8 +131,52 @@ def wait_until_exactly_applied(
         raise AssertionError(
             f"after {timeout_s} s the checkpointed model learned {sum(counts.values())} examples: "
             f"{len(missing)} of the {len(want)} expected missing, {len(twice)} twice, "
-            f"{len(extra)} unexpected\n{logs}"
+            f"{len(extra)} unexpected\n{_where(settings, missing, seen[1])}\n{logs}"
         )
+
+
+def _where(settings: Settings, missing: set[int], checkpoint_offset: int) -> str:
+    """Where the pipeline stood, and where the missing examples' impressions sit in the
+    events topic and whether they were ever emitted: the first question when an example
+    is lost is whether the joiner or the trainer lost it."""
+    from driftrec.core import decode_event, decode_examples
+
+    events_end, examples_end = _end_offsets(settings)
+    located: dict[int, tuple[int, int]] = {}  # example key -> (events partition, offset)
+    emitted: dict[int, int] = {}  # example key -> examples offset
+    for record in _read_all(settings, settings.topic_events, settings.partitions):
+        event_id = json.loads(record.value).get("event_id", "")
+        key = stable_hash(event_id, "example")
+        if key in missing and decode_event(record.value).type == "impression":
+            located[key] = (record.partition, record.offset)
+    for record in _read_all(settings, settings.topic_examples, 1):
+        for example in decode_examples(record.value)[0]:
+            key = stable_hash(example.impression.event_id, "example")
+            if key in missing:
+                emitted[key] = record.offset
+    return (
+        f"snapshot offsets {_snapshot_offsets(settings)}, events ends {events_end}; "
+        f"checkpoint covers examples offset {checkpoint_offset} of {examples_end}; "
+        f"{len(emitted)} of the {len(missing)} missing were emitted, at examples offsets "
+        f"{sorted(set(emitted.values()))}; their impressions at (partition, offset) "
+        f"{sorted(located.values())[:60]}; trainer status {trainer_status(settings)}"
+    )
+
+
+def _read_all(settings: Settings, topic: str, partitions: int) -> list[Any]:
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        receive_message_max_bytes=256 * 1024 * 1024,
+        consumer_timeout_ms=5000,
+    )
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        return list(consumer)
+    finally:
+        consumer.close()
 
 
 def wait_for_group(settings: Settings, group: str, members: int, timeout_s: float = 60) -> None:
@@ -141,9 +186,15 @@ def wait_for_group(settings: Settings, group: str, members: int, timeout_s: floa
         deadline = time.monotonic() + timeout_s
         state: Any = None
         while time.monotonic() < deadline:
-            state = admin.describe_consumer_groups([group])[0]
-            if state.state == "Stable" and len(state.members) == members:
-                return
+            try:
+                state = admin.describe_consumer_groups([group])[0]
+            except KafkaError as error:  # a fresh broker: no coordinator elected yet
+                if not error.retriable:
+                    raise
+                state = error
+            else:
+                if state.state == "Stable" and len(state.members) == members:
+                    return
             time.sleep(0.25)
         raise AssertionError(f"group {group} not stable with {members} members: {state}")
     finally:
@@ -271,6 +322,25 @@ def run_kill_one_of_two(
     workers[0].kill()
     replay(records[half:], settings)
     wait_until_exactly_applied(settings, _expected(records, settings), 240, workers[1:])
+
+
+def run_churn(settings: Settings, tmp: Path, workers: list[WorkerProcess], n: int) -> None:
+    """A third worker joins and leaves again and again while two learn: each rebalance
+    moves partitions (and maybe the trainer) mid-stream, with batches in flight."""
+    from driftrec.producers.replay import replay
+
+    records = _records(n)
+    workers.append(start_worker(settings, tmp / "data", tmp / "w1.log"))
+    workers.append(start_worker(settings, tmp / "data", tmp / "w2.log"))
+    wait_for_group(settings, settings.app_id, members=2)
+    chunks = 4
+    for i in range(chunks):
+        replay(records[i * len(records) // chunks : (i + 1) * len(records) // chunks], settings)
+        guest = start_worker(settings, tmp / "data", tmp / f"guest{i}.log")
+        wait_for_group(settings, settings.app_id, members=3)
+        guest.stop()
+        wait_for_group(settings, settings.app_id, members=2)
+    wait_until_exactly_applied(settings, _expected(records, settings), 240, workers)
 
 
 def run_redis_restart(settings: Settings, tmp: Path, workers: list[WorkerProcess], n: int) -> None:

@@ -45,6 +45,7 @@ def workers() -> Iterator[list[harness.WorkerProcess]]:
         harness.run_kill_single,
         harness.run_two_workers,
         harness.run_kill_one_of_two,
+        harness.run_churn,
         harness.run_redis_restart,
     ],
     ids=lambda s: s.__name__.removeprefix("run_"),

@@ -26,6 +26,7 @@ SCENARIOS = {
     "kill_single": harness.run_kill_single,
     "two_workers": harness.run_two_workers,
     "kill_one_of_two": harness.run_kill_one_of_two,
+    "churn": harness.run_churn,
     "redis_restart": harness.run_redis_restart,
 }
 

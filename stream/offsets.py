@@ -1,0 +1,59 @@
+"""Kafka's committed offsets follow the state that covers them, never faust's acks.
+
+The joiner's snapshots and the trainer's checkpoints each record the last source offset
+they cover; that record is the truth, and Kafka's committed offset only says where a
+new owner starts reading. So the agents' topics are declared with ``acks=False`` and
+the agents commit, after a snapshot or checkpoint is written, exactly the offsets it
+covers. faust's own acking cannot be trusted with this: during a rebalance it acks the
+messages it skips (those fetched in an older generation, or while flow is suspended),
+and it may commit those acks before it seeks to the committed offsets, moving a new
+owner past messages nobody processed.
+
+On assignment, where Kafka's committed offset is past what the state covers (a Redis
+restored from an older copy), the agents ``rewind`` it: faust seeks every assigned
+partition to its committed offset once the assignment completes, so the gap replays.
+Messages at or below the state's offset are skipped by the agents themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import faust
+
+__all__ = ["commit", "rewind"]
+
+log = logging.getLogger(__name__)
+
+
+def _owned(app: faust.App, topic: str) -> dict[int, Any]:
+    consumer: Any = app.consumer  # faust's aiokafka Consumer; ConsumerT declares neither call
+    return {tp.partition: tp for tp in consumer.assignment() if tp.topic == topic}
+
+
+async def commit(app: faust.App, topic: str, next_offsets: Mapping[int, int]) -> bool:
+    """Commit, per partition of ``topic`` this worker owns, the next offset to read.
+    False when the group rebalanced meanwhile (the next owner starts from the state)."""
+    owned = _owned(app, topic)
+    offsets = {owned[p]: o for p, o in next_offsets.items() if p in owned and o > 0}
+    if not offsets:
+        return False
+    # faust has no public call to commit an offset of our choosing; this is it.
+    return bool(await app.consumer._commit(offsets))  # type: ignore[attr-defined]
+
+
+async def rewind(app: faust.App, topic: str, next_offsets: Mapping[int, int]) -> None:
+    """Where Kafka's committed offset of an owned partition of ``topic`` is past
+    ``next_offsets`` (partition -> the next offset the state needs), commit that one."""
+    consumer: Any = app.consumer
+    owned = _owned(app, topic)
+    wanted = {owned[p]: o for p, o in next_offsets.items() if p in owned}
+    if not wanted:
+        return  # and a worker assigned nothing at all must not ask (aiokafka asserts)
+    committed = await consumer.seek_to_committed()
+    back = {tp: o for tp, o in wanted.items() if (committed.get(tp) or 0) > o}
+    if back:
+        log.warning("rewinding %s to the offsets its state covers", back)
+        await consumer._commit(back)
