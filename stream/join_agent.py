@@ -9,9 +9,9 @@ which also closes the windows of idle partitions.
 Rebalances: on revoke, unsaved work of the revoked partitions is dropped (never
 half-written); the next owner reads on from the snapshot's offset. On assignment the
 worker claims its partitions (a new owner epoch fences out the previous owner's late
-writes), loads their snapshots, and rewinds Kafka's committed offset to a snapshot's
-offset where Kafka ran ahead of it (a Redis restored from an older copy), so the gap is
-replayed, not skipped. Redis calls run in a thread and wait out an outage.
+writes) and loads their snapshots; before faust seeks to the committed offsets, it
+rewinds Kafka's committed offset to a snapshot's where Kafka ran ahead of it (a Redis
+restored from an older copy), so the gap is replayed, not skipped. Redis calls run in a thread and wait out an outage.
 """
 
 from __future__ import annotations
@@ -137,6 +137,12 @@ def register_joiner(app: faust.App, settings: DriftrecConfig) -> JoinWorker:
             claimed = await call_redis(worker.store.claim, new, what="joiner claim")
             worker.adopt(claimed)
             worker.owned = owned
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # mode types handlers as *args
+    async def rewind_to_snapshots(sender: Any, **kwargs: Any) -> None:
+        # faust seeks to the committed offsets right after this signal; the claim, which
+        # took the lock first, has loaded the snapshots by the time we get it.
+        async with lock:
             covered = {p: s.offset + 1 for p, s in worker.states.items()}
             await rewind(app, settings.topic_events, covered)
 

@@ -10,9 +10,12 @@ and it may commit those acks before it seeks to the committed offsets, moving a 
 owner past messages nobody processed.
 
 On assignment, where Kafka's committed offset is past what the state covers (a Redis
-restored from an older copy), the agents ``rewind`` it: faust seeks every assigned
-partition to its committed offset once the assignment completes, so the gap replays.
-Messages at or below the state's offset are skipped by the agents themselves.
+restored from an older copy), the agents ``rewind`` it, so the gap replays. They do it
+from faust's ``on_rebalance_complete`` signal, which faust (in an app without tables,
+as driftrec's is) awaits right before it seeks every assigned partition to its committed
+offset and resumes the streams: a rewind any later would leave the consumer where the
+old offset put it. Messages at or below the state's offset are skipped by the agents
+themselves.
 """
 
 from __future__ import annotations
@@ -57,3 +60,6 @@ async def rewind(app: faust.App, topic: str, next_offsets: Mapping[int, int]) ->
     if back:
         log.warning("rewinding %s to the offsets its state covers", back)
         await consumer._commit(back)
+        # aiokafka's seek_to_committed leaves a partition committed at 0 where it was.
+        for tp, offset in back.items():
+            await consumer.seek(tp, offset)

@@ -1,10 +1,11 @@
 """The trainer agent: labelled examples in, model updates, metrics and checkpoints out.
 
 The examples topic has one partition, so exactly one worker of the group runs the
-trainer at a time (one writer per model). The worker assigned the partition rebuilds
-the trainer from the current checkpoint at once, and rewinds Kafka's committed offset
-to the checkpoint's where Kafka ran ahead of it; offsets are committed only after a
-checkpoint covering them is current (stream/offsets.py). Torch work runs in a
+trainer at a time (one writer per model). The worker assigned the partition rewinds
+Kafka's committed offset to the current checkpoint's where Kafka ran ahead of it (before
+faust seeks to it), and rebuilds the trainer from that checkpoint at its first batch (loading a model inside
+the rebalance callback would hold up the whole group); offsets are committed only after
+a checkpoint covering them is current (stream/offsets.py). Torch work runs in a
 single-thread executor so heartbeats and rebalances are never starved. A timer
 checkpoints when the stream goes quiet, so the tail of a replay is never left uncovered.
 """
@@ -41,6 +42,11 @@ __all__ = ["build_trainer", "register_trainer"]
 log = logging.getLogger(__name__)
 
 
+def trainer_pointer(settings: DriftrecConfig, client: redis.Redis) -> CheckpointPointer:
+    """The pointer to the current checkpoint of ``settings``' trainer."""
+    return CheckpointPointer(client, f"{settings.redis_prefix}trainer:{settings.app_id}:")
+
+
 def build_trainer(settings: DriftrecConfig, client: redis.Redis) -> Trainer:
     """A trainer for ``settings``, resumed from its last checkpoint when there is one."""
     # Contended cores make torch's intra-op threads fight; one thread is faster here.
@@ -55,7 +61,7 @@ def build_trainer(settings: DriftrecConfig, client: redis.Redis) -> Trainer:
         registry=registry,
         vectors=vectors,
         checkpoint_dir=Path(settings.data_dir) / "trainer" / settings.app_id,
-        pointer=CheckpointPointer(client, f"{settings.redis_prefix}trainer:{settings.app_id}:"),
+        pointer=trainer_pointer(settings, client),
         topic=settings.topic_examples,
     )
     trainer.resume()
@@ -69,6 +75,7 @@ class _TrainerLoop:
         self.app = app
         self.settings = settings
         self.client = redis.Redis.from_url(settings.redis_url)
+        self.pointer = trainer_pointer(settings, self.client)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftrec-trainer")
         # Checkpoints are written on a thread of their own while learning goes on.
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftrec-checkpoint")
@@ -97,13 +104,17 @@ class _TrainerLoop:
         )
         return self.trainer
 
-    async def take_over(self) -> None:
-        """This worker was assigned the examples partition: rebuild the trainer and read
-        on from the offset its checkpoint covers."""
-        self.owned = True
-        trainer = await self._build()
-        covered = {p: o + 1 for p, o in trainer.offsets.items()}
-        await rewind(self.app, self.settings.topic_examples, {0: 0, **covered})
+    async def rewind(self) -> None:
+        """Read on from the offset the current checkpoint covers (the trainer is rebuilt
+        from it at the next batch)."""
+        topic = self.settings.topic_examples
+        covered = await call_redis(self.pointer.covered, what="trainer checkpoint offsets")
+        next_offsets = {0: 0}  # no checkpoint yet: everything is still to learn
+        for key, offset in covered.items():
+            name, _, partition = key.rpartition(":")
+            if name == topic:
+                next_offsets[int(partition)] = offset + 1
+        await rewind(self.app, topic, next_offsets)
 
     def release(self) -> None:
         """The examples partition moved (or is moving) away: stop writing anything.
@@ -122,7 +133,6 @@ class _TrainerLoop:
         async with self.lock:
             if self.owned is False:
                 return  # taken before the partition moved away; its new owner replays it
-            # Built at assignment; only faust's test context, which assigns nothing, builds here.
             trainer = self.trainer or await self._build()
             prepared = await self._torch(trainer.prepare, messages, what="trainer prepare")
             for letter in prepared.dead_letters:
@@ -220,4 +230,11 @@ def register_trainer(app: faust.App, settings: DriftrecConfig) -> None:
         async with loop.lock:
             loop.release()
             if any(tp.topic == settings.topic_examples for tp in assigned):
-                await loop.take_over()
+                loop.owned = True
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # mode types handlers as *args
+    async def rewind_to_checkpoint(sender: Any, **kwargs: Any) -> None:
+        # faust seeks to the committed offsets right after this signal (stream/offsets.py).
+        async with loop.lock:
+            if loop.owned:
+                await loop.rewind()

@@ -5,32 +5,40 @@ they own the examples partition. Each checkpoint is written to a file of its own
 becomes the one a restart resumes from only when its writer's epoch is still the newest
 claim, checked and switched in one Lua script. A worker that lost the partition can
 still write a file, but never make it current, so it cannot overwrite its successor.
+The same script records the source offsets the checkpoint covers, so a new owner can
+learn where to read on from one Redis read, before it loads the model.
 
->>> class FakeRedis:  # the two commands the pointer uses, for the example only
+>>> class FakeRedis:  # the commands the pointer uses, for the example only
 ...     def __init__(self): self.data = {}
 ...     def incr(self, key): self.data[key] = self.data.get(key, 0) + 1; return self.data[key]
 ...     def get(self, key): return self.data.get(key)
 ...     def register_script(self, _):
 ...         def advance(keys, args):
 ...             if self.data.get(keys[0]) != int(args[0]): return 0
-...             self.data[keys[1]] = args[1]; return 1
+...             self.data[keys[1]], self.data[keys[2]] = args[1], args[2]; return 1
 ...         return advance
 >>> pointer = CheckpointPointer(FakeRedis(), "t:")
 >>> old, new = pointer.claim(), pointer.claim()
->>> pointer.advance(old, "stale.pt"), pointer.advance(new, "fresh.pt"), pointer.current()
-(False, True, 'fresh.pt')
+>>> pointer.advance(old, "stale.pt", {"examples:0": 9}), pointer.current()
+(False, None)
+>>> pointer.advance(new, "fresh.pt", {"examples:0": 41}), pointer.current(), pointer.covered()
+(True, 'fresh.pt', {'examples:0': 41})
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["CheckpointPointer"]
 
-# KEYS: epoch, current. ARGV: the writer's epoch, the checkpoint's path.
+# KEYS: epoch, current, covered. ARGV: the writer's epoch, the checkpoint's path, the
+# offsets it covers (JSON).
 _ADVANCE = """
 if tonumber(redis.call('GET', KEYS[1]) or '0') ~= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[3], ARGV[3])
 return 1
 """
 
@@ -42,6 +50,7 @@ class CheckpointPointer:
         self.client = client
         self.epoch_key = f"{prefix}epoch"
         self.current_key = f"{prefix}current"
+        self.covered_key = f"{prefix}covered"
         self._advance = client.register_script(_ADVANCE)
 
     def claim(self) -> int:
@@ -53,6 +62,13 @@ class CheckpointPointer:
         raw = self.client.get(self.current_key)
         return raw.decode() if isinstance(raw, bytes) else raw
 
-    def advance(self, epoch: int, path: str) -> bool:
-        """Make ``path`` current if ``epoch`` is still the newest claim."""
-        return bool(self._advance(keys=[self.epoch_key, self.current_key], args=[epoch, path]))
+    def covered(self) -> dict[str, int]:
+        """The offsets ("topic:partition" -> last offset) the current checkpoint covers."""
+        raw = self.client.get(self.covered_key)
+        return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
+
+    def advance(self, epoch: int, path: str, offsets: Mapping[str, int]) -> bool:
+        """Make ``path``, which covers ``offsets``, current if ``epoch`` is still the
+        newest claim."""
+        keys = [self.epoch_key, self.current_key, self.covered_key]
+        return bool(self._advance(keys=keys, args=[epoch, path, json.dumps(dict(offsets))]))

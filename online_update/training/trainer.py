@@ -355,7 +355,7 @@ class Trainer:
             embedding_version=embedding_version,
             extra={"applied": pending.applied},
         )
-        if not self.pointer.advance(self.epoch, str(path)):
+        if not self.pointer.advance(self.epoch, str(path), pending.offsets):
             path.unlink(missing_ok=True)
             raise FencedOut(f"owner epoch {self.epoch} of this trainer is no longer the newest")
         previous, self.checkpoint_path = self.checkpoint_path, path

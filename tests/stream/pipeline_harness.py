@@ -4,7 +4,9 @@ by the exact set of example ids the trainer applied, for integration and stress 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -16,12 +18,15 @@ from typing import Any
 import redis
 from driftrec.features import stable_hash
 from driftrec.online_update.learning.checkpoint import read_extra, read_meta
+from driftrec.ops.infra.kafka import KafkaBroker
+from driftrec.ops.infra.process import port_open
 from driftrec.ops.settings import Settings
 from driftrec.ops.worker_process import WorkerProcess
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 __all__ = [
+    "PrivateKafka",
     "PrivateRedis",
     "WorkerProcess",
     "applied_counts",
@@ -179,7 +184,7 @@ def _read_all(settings: Settings, topic: str, partitions: int) -> list[Any]:
         consumer.close()
 
 
-def wait_for_group(settings: Settings, group: str, members: int, timeout_s: float = 60) -> None:
+def wait_for_group(settings: Settings, group: str, members: int, timeout_s: float = 180) -> None:
     """Wait until consumer group ``group`` is stable with ``members`` members."""
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
@@ -236,6 +241,41 @@ class PrivateRedis:
             self.proc.wait(10)
 
 
+class PrivateKafka:
+    """A single-node KRaft broker of the test's own (its own ports and log directory, the
+    jars `driftrec up` fetched) that the test can kill -9 and start again on its data."""
+
+    def __init__(self, settings: Settings, root: Path) -> None:
+        port = _free_port_pair()
+        self.settings = settings.model_copy(
+            update={"kafka_bootstrap": f"127.0.0.1:{port}", "data_dir": root, "kafka_heap": "512m"}
+        )
+        self.broker = KafkaBroker(self.settings)
+
+    def start(self) -> None:
+        self.broker.start(timeout=120)
+
+    def kill(self) -> None:
+        pid = self.broker.process.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 20
+            while port_open(self.broker.host, self.broker.port):
+                assert time.monotonic() < deadline, f"broker {pid} still listens after kill -9"
+                time.sleep(0.1)
+
+
+def _free_port_pair() -> int:
+    """A free port whose successor is free too (the broker's controller listens there)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port < 65535 and not port_open("127.0.0.1", port + 1):
+            return port
+    raise AssertionError("no two consecutive free ports")
+
+
 # -- the scenarios the integration tests run once and `make stress` runs round after round --
 
 
@@ -258,7 +298,7 @@ def _expected(records: list[Any], settings: Settings) -> list[str]:
 
 
 def _wait_for_progress(settings: Settings, examples: int, worker: WorkerProcess) -> None:
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 240
     while ((trainer_status(settings) or {}).get("examples_seen", 0)) < examples:
         assert time.monotonic() < deadline, worker.log_tail()
         assert worker.proc.poll() is None, worker.log_tail()
@@ -341,6 +381,58 @@ def run_churn(settings: Settings, tmp: Path, workers: list[WorkerProcess], n: in
         guest.stop()
         wait_for_group(settings, settings.app_id, members=2)
     wait_until_exactly_applied(settings, _expected(records, settings), 240, workers)
+
+
+def run_broker_restart(settings: Settings, tmp: Path, workers: list[WorkerProcess], n: int) -> None:
+    """kill -9 the broker mid-replay and start it again on its log directory: the worker
+    rides out the outage, and nothing is lost or applied twice."""
+    from driftrec.producers.replay import replay
+
+    broker = PrivateKafka(settings, tmp / "kafka")
+    broker.start()
+    settings = broker.settings
+    try:
+        records = _records(n)
+        worker = start_worker(settings, tmp / "data", tmp / "worker.log")
+        workers.append(worker)
+        half = len(records) // 2
+        replay(records[:half], settings)
+        _wait_for_progress(settings, len(records) // 10, worker)
+        broker.kill()
+        time.sleep(OUTAGE_S)  # the outage itself: how long the broker stays away
+        assert worker.proc.poll() is None, f"the worker exited in the outage:\n{worker.log_tail()}"
+        broker.start()
+        replay(records[half:], settings)
+        wait_until_exactly_applied(settings, _expected(records, settings), 240, workers)
+    finally:
+        for w in workers:
+            w.stop()
+        workers.clear()
+        broker.kill()
+
+
+#: How long the broker-restart scenario keeps the broker away: a few seconds, as in a
+#: rolling restart of a real single broker.
+OUTAGE_S = 5.0
+
+
+def run_redis_lost(settings: Settings, tmp: Path, workers: list[WorkerProcess], n: int) -> None:
+    """Redis comes back empty (a lost disk) while Kafka's committed offsets are at the end
+    of both topics: a new worker must not trust Kafka. The joiner and the trainer rewind
+    to what their (now empty) state covers, and the new model learns every example once."""
+    from driftrec.producers.replay import replay
+
+    records = _records(n)
+    expected = _expected(records, settings)
+    replay(records, settings)
+    first = start_worker(settings, tmp / "data", tmp / "first.log")
+    workers.append(first)
+    wait_until_exactly_applied(settings, expected, 240, workers)
+    first.stop()
+    client = _redis(settings)
+    client.delete(*client.scan_iter(f"{settings.redis_prefix}*"))
+    workers.append(start_worker(settings, tmp / "data", tmp / "second.log"))
+    wait_until_exactly_applied(settings, expected, 240, workers[1:])
 
 
 def run_redis_restart(settings: Settings, tmp: Path, workers: list[WorkerProcess], n: int) -> None:

@@ -47,6 +47,8 @@ def workers() -> Iterator[list[harness.WorkerProcess]]:
         harness.run_kill_one_of_two,
         harness.run_churn,
         harness.run_redis_restart,
+        harness.run_redis_lost,
+        harness.run_broker_restart,
     ],
     ids=lambda s: s.__name__.removeprefix("run_"),
 )

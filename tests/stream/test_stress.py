@@ -27,6 +27,7 @@ SCENARIOS = {
     "two_workers": harness.run_two_workers,
     "kill_one_of_two": harness.run_kill_one_of_two,
     "churn": harness.run_churn,
+    "broker_restart": harness.run_broker_restart,
     "redis_restart": harness.run_redis_restart,
 }
 
