@@ -130,6 +130,20 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
     from driftrec.ops import models_cmd as cli
 
     registry = open_registry(settings)
+    if args.action == "gc":
+        from driftrec.online_update.embeddings import RedisVectorStore
+        from driftrec.online_update.registry import RetentionPolicy
+
+        vectors = RedisVectorStore(registry.redis, prefix=f"{settings.redis_prefix}emb:")
+        lines = cli.models_gc(
+            registry,
+            vectors,
+            RetentionPolicy.from_config(settings),
+            embedding_grace_s=settings.embedding_grace_s,
+            dry_run=args.dry_run,
+        )
+        print("\n".join(lines))
+        return 0
     if args.action == "list":
         print("\n".join(cli.models_list(registry)))
     elif args.action == "show":
@@ -278,9 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop-after", type=float, default=None, help="exit after this many idle seconds"
     )
 
-    models = add("models", _models, "model registry: list, show V, promote V, rollback")
-    models.add_argument("action", choices=["list", "show", "promote", "rollback"])
+    models = add("models", _models, "model registry: list, show V, promote V, rollback, gc")
+    models.add_argument("action", choices=["list", "show", "promote", "rollback", "gc"])
     models.add_argument("version", nargs="?", default=None)
+    models.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="gc: show what retention would delete, delete nothing",
+    )
 
     ev = add(
         "eval",
