@@ -103,7 +103,7 @@ def _watch(args: argparse.Namespace, settings: Settings) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from driftrec.ops.serving import run_server
 
-    run_server(settings, host=args.host, port=args.port)
+    run_server(settings, host=args.host, port=args.port or settings.serve_port)
     return 0
 
 
@@ -164,7 +164,7 @@ def _need_version(args: argparse.Namespace) -> str:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from driftrec.ops.demo import start_demo, stop_demo, token_path
+    from driftrec.ops.demo import DemoWatch, start_demo, stop_demo, token_path
 
     if args.stop:
         for line in stop_demo(settings):
@@ -173,16 +173,33 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     for line in start_demo(settings):
         print(line)
     token = "$DRIFTREC_ADMIN_TOKEN" if settings.admin_token else f"$(cat {token_path(settings)})"
+    url = f"localhost:{settings.serve_port}"
     print(
         "\nWatch it learn, in another terminal:   .venv/bin/driftrec watch\n"
-        "Ask for recommendations:               curl -s localhost:8000/recommend "
+        f"Ask for recommendations:               curl -s {url}/recommend "
         '-H \'content-type: application/json\' -d \'{"user_id": "u42", "k": 5}\'\n'
-        f"Roll the served model back:            curl -s -X POST localhost:8000/models/rollback "
+        f"Roll the served model back:            curl -s -X POST {url}/models/rollback "
         f'-H "authorization: Bearer {token}"\n'
         "Stop the demo processes:               .venv/bin/driftrec demo --stop\n"
     )
-    args.source, args.format, args.limit, args.option = "default", "synthetic", None, []
-    return _replay(args, settings)
+    args.source, args.format, args.option = "default", "synthetic", []
+    with DemoWatch(settings, print) as watch:
+        try:
+            code = _replay(args, settings)
+        except KeyboardInterrupt:
+            if watch.failed is None:
+                raise
+            return 1
+        waiting = watch.finish(timeout=180.0)
+    if waiting:
+        logs = settings.data_dir.resolve() / "logs"
+        print(
+            f"driftrec: error: not healthy after the replay: {', '.join(waiting)} "
+            f"(see {logs} and `curl -s {url}/healthz`)",
+            file=sys.stderr,
+        )
+        return 1
+    return code
 
 
 def _eval(args: argparse.Namespace, settings: Settings) -> int:
@@ -278,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = add("serve", _serve, "HTTP API: /recommend, /score, /models (hot-swaps model versions)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=None, help="default: DRIFTREC_SERVE_PORT")
 
     embed = add("embed", _embed, "embedding worker: encode item text into Redis (GPU when present)")
     embed.add_argument(
@@ -333,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=2000.0,
         metavar="N|max",
         help="replay speed, times the log's own clock (default 2000: ~4 minutes)",
+    )
+    demo.add_argument(
+        "--limit", type=int, default=None, help="replay only the first N events of the log"
     )
     demo.add_argument("--stop", action="store_true", help="stop the demo's background processes")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
