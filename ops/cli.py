@@ -103,7 +103,9 @@ def _watch(args: argparse.Namespace, settings: Settings) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from driftrec.ops.serving import run_server
 
-    run_server(settings, host=args.host, port=args.port or settings.serve_port)
+    run_server(
+        settings, host=args.host, port=args.port or settings.serve_port, workers=args.workers
+    )
     return 0
 
 
@@ -296,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = add("serve", _serve, "HTTP API: /recommend, /score, /models (hot-swaps model versions)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=None, help="default: DRIFTREC_SERVE_PORT")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="server processes sharing the port (default 1)"
+    )
 
     embed = add("embed", _embed, "embedding worker: encode item text into Redis (GPU when present)")
     embed.add_argument(
@@ -361,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("what", choices=["replay", "train", "pipeline", "soak", "embed", "serve"])
     bench.add_argument("--events", type=int, default=200_000, help="events to use")
     bench.add_argument("--json", action="store_true", help="print only the JSON line")
+    bench.add_argument("--workers", type=int, default=1, help="serve: server processes")
     return parser
 
 

@@ -59,7 +59,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-__all__ = ["Services", "build_services", "create_app", "run_server"]
+__all__ = ["Services", "app_from_env", "build_services", "create_app", "run_server"]
 
 _DEFAULT_WEIGHTS = BlendWeights()
 
@@ -290,11 +290,38 @@ def create_app(
     return app
 
 
-def run_server(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve until interrupted (``driftrec serve``); blocks."""
+def app_from_env() -> FastAPI:
+    """The app of one ``driftrec serve --workers N`` process: settings from the
+    environment that ``run_server`` exported, one torch thread."""
+    import torch
+
+    torch.set_num_threads(1)
+    return create_app(Settings())
+
+
+def run_server(
+    settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1
+) -> None:
+    """Serve until interrupted (``driftrec serve``); blocks. ``workers`` > 1 runs that
+    many processes on the port (uvicorn's workers), each with its own model holder."""
+    import os
+
     import torch
     import uvicorn
+    from driftrec.ops.worker_process import settings_env
 
+    if workers > 1:
+        os.environ.update(settings_env(settings))  # the worker processes read them back
+        uvicorn.run(
+            "driftrec.ops.serving.app:app_from_env",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            access_log=False,
+            log_level="info",
+        )
+        return
     # One intra-op thread per process: concurrent requests already use every core, and
     # torch threads fighting each other and the request threads ruin tail latency.
     torch.set_num_threads(1)
