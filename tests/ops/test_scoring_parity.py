@@ -20,7 +20,7 @@ from driftrec.features import FeatureEncoder, FeatureState
 from driftrec.ops.bench.serve_world import T0, TINY_MODEL, drop_prefix, seed_world
 from driftrec.ops.serving.app import build_services
 from driftrec.ops.serving.schemas import BlendWeights
-from driftrec.ops.serving.scoring import blend
+from driftrec.ops.serving.scoring import Scorer, blend
 from driftrec.ops.settings import Settings
 from driftrec.stream import user_shard
 from driftrec.stream.feature_store import RedisFeatureStore
@@ -93,6 +93,38 @@ def test_trainer_and_serving_paths_agree(
         np.testing.assert_allclose(scored.conversion, conversion, rtol=1e-6)
         np.testing.assert_allclose(scored.dwell_s, dwell_s, rtol=1e-6)
         np.testing.assert_allclose(scored.score, score, rtol=1e-6)
+    finally:
+        services.client.close()
+        drop_prefix(settings)
+
+
+def test_cached_item_vectors_are_dropped_on_swap(
+    live_settings: Settings, redis_prefix: str, tmp_path: Path
+) -> None:
+    settings = live_settings.model_copy(update={"redis_prefix": redis_prefix, "data_dir": tmp_path})
+    world = seed_world(settings, items=30, users=5, events=200, versions=2, model=TINY_MODEL)
+    services = build_services(settings, listen=False)
+    try:
+        assert services.holder.sync()
+        candidates, user = world.items[:10], world.users[0]
+
+        def scores(scorer: Scorer) -> np.ndarray:
+            model = services.holder.current
+            assert model is not None
+            return scorer.score(model, user, candidates, None, BlendWeights()).score
+
+        before = scores(services.scorer)
+        # the embedder rewrites one item's vector within the same embedding version
+        changed = np.full((1, TINY_MODEL.text_dim), 0.25, np.float32)
+        services.vectors.put(world.embedding_version, candidates[:1], changed)
+        fresh = Scorer(services.features, services.vectors, settings.partitions)
+        assert not np.allclose(scores(fresh), before)  # the vector matters...
+        np.testing.assert_array_equal(scores(services.scorer), before)  # ...but is cached
+
+        services.registry.promote(world.versions[1], reason="test")
+        assert services.holder.sync()  # the swap drops the cache
+        fresh = Scorer(services.features, services.vectors, settings.partitions)
+        np.testing.assert_array_equal(scores(services.scorer), scores(fresh))
     finally:
         services.client.close()
         drop_prefix(settings)
