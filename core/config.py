@@ -83,7 +83,8 @@ class DriftrecConfig(BaseModel):
     feature_ttl_s: float = Field(
         30 * 86400.0,
         gt=0,
-        description="The joiner forgets users and items with no event for this long (event time).",
+        description="The joiner forgets users and items with no event for this long (event "
+        "time); their feature-store entries in Redis are deleted after the same time.",
     )
     idle_timeout_s: float = Field(
         30.0,
@@ -102,6 +103,24 @@ class DriftrecConfig(BaseModel):
     )
     checkpoint_every_s: float = Field(
         30.0, gt=0, description="Trainer checkpoint cadence in seconds."
+    )
+    registry_keep_candidates: int = Field(
+        5,
+        ge=1,
+        description="Registry retention: the newest N versions are always kept (with the "
+        "active one, the previous one, and those active within registry_keep_active_s).",
+    )
+    registry_keep_active_s: float = Field(
+        3600.0,
+        ge=0,
+        description="Registry retention: keep every version that was active within this "
+        "many seconds (rollback targets); older ones go with their artifact files.",
+    )
+    embedding_grace_s: float = Field(
+        86400.0,
+        ge=0,
+        description="Embedding versions other than the active and previous one are deleted "
+        "with their vectors this many seconds after they stopped being active.",
     )
     model_arch: Literal["mmoe", "ple", "shared-bottom"] = Field(
         "mmoe", description="Multi-task architecture."

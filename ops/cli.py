@@ -103,7 +103,9 @@ def _watch(args: argparse.Namespace, settings: Settings) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from driftrec.ops.serving import run_server
 
-    run_server(settings, host=args.host, port=args.port)
+    run_server(
+        settings, host=args.host, port=args.port or settings.serve_port, workers=args.workers
+    )
     return 0
 
 
@@ -130,6 +132,20 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
     from driftrec.ops import models_cmd as cli
 
     registry = open_registry(settings)
+    if args.action == "gc":
+        from driftrec.online_update.embeddings import RedisVectorStore
+        from driftrec.online_update.registry import RetentionPolicy
+
+        vectors = RedisVectorStore(registry.redis, prefix=f"{settings.redis_prefix}emb:")
+        lines = cli.models_gc(
+            registry,
+            vectors,
+            RetentionPolicy.from_config(settings),
+            embedding_grace_s=settings.embedding_grace_s,
+            dry_run=args.dry_run,
+        )
+        print("\n".join(lines))
+        return 0
     if args.action == "list":
         print("\n".join(cli.models_list(registry)))
     elif args.action == "show":
@@ -150,7 +166,7 @@ def _need_version(args: argparse.Namespace) -> str:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from driftrec.ops.demo import start_demo, stop_demo, token_path
+    from driftrec.ops.demo import DemoWatch, start_demo, stop_demo, token_path
 
     if args.stop:
         for line in stop_demo(settings):
@@ -159,16 +175,33 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     for line in start_demo(settings):
         print(line)
     token = "$DRIFTREC_ADMIN_TOKEN" if settings.admin_token else f"$(cat {token_path(settings)})"
+    url = f"localhost:{settings.serve_port}"
     print(
         "\nWatch it learn, in another terminal:   .venv/bin/driftrec watch\n"
-        "Ask for recommendations:               curl -s localhost:8000/recommend "
+        f"Ask for recommendations:               curl -s {url}/recommend "
         '-H \'content-type: application/json\' -d \'{"user_id": "u42", "k": 5}\'\n'
-        f"Roll the served model back:            curl -s -X POST localhost:8000/models/rollback "
+        f"Roll the served model back:            curl -s -X POST {url}/models/rollback "
         f'-H "authorization: Bearer {token}"\n'
         "Stop the demo processes:               .venv/bin/driftrec demo --stop\n"
     )
-    args.source, args.format, args.limit, args.option = "default", "synthetic", None, []
-    return _replay(args, settings)
+    args.source, args.format, args.option = "default", "synthetic", []
+    with DemoWatch(settings, print) as watch:
+        try:
+            code = _replay(args, settings)
+        except KeyboardInterrupt:
+            if watch.failed is None:
+                raise
+            return 1
+        waiting = watch.finish(timeout=180.0)
+    if waiting:
+        logs = settings.data_dir.resolve() / "logs"
+        print(
+            f"driftrec: error: not healthy after the replay: {', '.join(waiting)} "
+            f"(see {logs} and `curl -s {url}/healthz`)",
+            file=sys.stderr,
+        )
+        return 1
+    return code
 
 
 def _eval(args: argparse.Namespace, settings: Settings) -> int:
@@ -264,7 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = add("serve", _serve, "HTTP API: /recommend, /score, /models (hot-swaps model versions)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=None, help="default: DRIFTREC_SERVE_PORT")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="server processes sharing the port (default 1)"
+    )
 
     embed = add("embed", _embed, "embedding worker: encode item text into Redis (GPU when present)")
     embed.add_argument(
@@ -278,9 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop-after", type=float, default=None, help="exit after this many idle seconds"
     )
 
-    models = add("models", _models, "model registry: list, show V, promote V, rollback")
-    models.add_argument("action", choices=["list", "show", "promote", "rollback"])
+    models = add("models", _models, "model registry: list, show V, promote V, rollback, gc")
+    models.add_argument("action", choices=["list", "show", "promote", "rollback", "gc"])
     models.add_argument("version", nargs="?", default=None)
+    models.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="gc: show what retention would delete, delete nothing",
+    )
 
     ev = add(
         "eval",
@@ -315,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N|max",
         help="replay speed, times the log's own clock (default 2000: ~4 minutes)",
     )
+    demo.add_argument(
+        "--limit", type=int, default=None, help="replay only the first N events of the log"
+    )
     demo.add_argument("--stop", action="store_true", help="stop the demo's background processes")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -322,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("what", choices=["replay", "train", "pipeline", "soak", "embed", "serve"])
     bench.add_argument("--events", type=int, default=200_000, help="events to use")
     bench.add_argument("--json", action="store_true", help="print only the JSON line")
+    bench.add_argument("--workers", type=int, default=1, help="serve: server processes")
     return parser
 
 

@@ -13,9 +13,11 @@ from contextlib import contextmanager
 
 import redis
 from driftrec.core import InfraError
-from driftrec.online_update.registry import ModelRegistry, VersionInfo
+from driftrec.online_update.embeddings import RedisVectorStore
+from driftrec.online_update.registry import ModelRegistry, RetentionPolicy, VersionInfo
 
 __all__ = [
+    "models_gc",
     "models_list",
     "models_promote",
     "models_rollback",
@@ -82,3 +84,41 @@ def models_rollback(registry: ModelRegistry, *, reason: str = "manual rollback (
         before = registry.active_version_name()
         info = registry.rollback(reason=reason)
     return f"rolled back to {info.version}" + (f" ({before} is now rejected)" if before else "")
+
+
+def models_gc(
+    registry: ModelRegistry,
+    vectors: RedisVectorStore,
+    policy: RetentionPolicy,
+    *,
+    embedding_grace_s: float,
+    dry_run: bool = False,
+) -> list[str]:
+    """Apply retention to the registry and the embedding versions; one line per version.
+
+    Embedding versions that a kept model version was trained on are kept too, so a
+    rollback never lands on a model whose item vectors are gone.
+    """
+    verb = "would delete" if dry_run else "deleted"
+    with _redis_errors():
+        plan = registry.collect_garbage(policy, dry_run=dry_run)
+        kept = {
+            v.embedding_version
+            for v in registry.list_versions()
+            if v.version in plan.keep and v.embedding_version
+        }
+        embeddings = vectors.collect(embedding_grace_s, protect=kept, dry_run=dry_run)
+    lines = [
+        f"registry (keep the newest {policy.keep_candidates}, and versions active within "
+        f"{policy.keep_active_s:g} s):"
+    ]
+    lines += [f"  keep    {name:<9} {why}" for name, why in sorted(plan.keep.items())]
+    lines += [f"  {verb} {name} (artifact and Redis entries)" for name in plan.delete]
+    lines.append(f"embedding versions (grace {embedding_grace_s:g} s):")
+    for version, what in sorted(embeddings.items()):
+        lines.append(
+            f"  {verb} {version} (vectors and metadata)"
+            if what == "delete"
+            else f"  keep    {version}  {what}"
+        )
+    return lines

@@ -26,6 +26,14 @@ class Settings(BaseSettings, DriftrecConfig):
         "3.9.1", description="Apache Kafka broker version `driftrec up` fetches."
     )
     kafka_heap: str = Field("768m", description="Java heap of the local Kafka broker (at most 1g).")
+    serve_port: int = Field(
+        8000, ge=1, le=65535, description="Port of `driftrec serve` and of the demo's API."
+    )
+    max_request_bytes: int = Field(
+        1 << 20,
+        ge=1024,
+        description="Largest HTTP request body the API reads; larger ones get 413 unread.",
+    )
     admin_token: SecretStr | None = Field(
         None,
         description="Bearer token for admin endpoints (promote, rollback); unset = admin disabled.",

@@ -14,6 +14,13 @@ candidates is one ``HMGET`` per kind, all read by one Lua script (one round trip
 - ``fs:watermark``: the largest event time (µs) any writer has reported
 - ``items:recent``: sorted set item_id -> catalog ts (µs), the newest ``recent_limit`` items
 
+Retention: with a ``FeatureConfig.ttl`` (the joiner passes ``feature_ttl_s``), each
+``write`` also sweeps a bounded slice (``sweep_count`` fields) of the users and item
+hashes, round-robin, deleting entries whose stamp ``t`` is older than the watermark
+minus the TTL: a user or item with no event for that long (event time) is forgotten in
+Redis as in the joiner's memory. The catalog hash is as large as the catalog (the items
+topic bounds it) and ``items:recent`` keeps ``recent_limit`` items.
+
 Last write wins by event time: every value starts with a stamp ``t|n`` and a write
 replaces a value only when ``(t, n)`` is not older (``t`` first, then ``n``). For a user
 ``t`` is the writer's ``as_of`` (the latest event time its state has seen), for an item
@@ -101,6 +108,25 @@ return out
 """
 
 
+# KEYS: hash, watermark. ARGV: cursor, count, ttl (µs). One HSCAN step; deletes the
+# fields stamped before watermark - ttl. Returns {next cursor, deleted}.
+_SWEEP = """
+local mark = tonumber(redis.call('GET', KEYS[2]) or '')
+if not mark then return {'0', 0} end
+local cutoff = mark - tonumber(ARGV[3])
+local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local fields, deleted = page[2], 0
+for i = 1, #fields, 2 do
+  local t = tonumber(string.match(fields[i + 1], '^(%-?%d+)|'))
+  if t and t < cutoff then
+    redis.call('HDEL', KEYS[1], fields[i])
+    deleted = deleted + 1
+  end
+end
+return {page[1], deleted}
+"""
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -124,6 +150,7 @@ class RedisFeatureStore:
         config: FeatureConfig | None = None,
         *,
         recent_limit: int = 10_000,
+        sweep_count: int = 200,
     ) -> None:
         if recent_limit < 0:
             raise ConfigError(f"recent_limit must be >= 0 (0 = keep all), got {recent_limit}")
@@ -139,6 +166,10 @@ class RedisFeatureStore:
         self.recent_key = f"{prefix}items:recent"
         self._write = client.register_script(_WRITE)
         self._read = client.register_script(_READ)
+        self._sweep = client.register_script(_SWEEP)
+        self.sweep_count = sweep_count
+        self._sweeping: list[str] = []  # hashes left in this round, then their cursor
+        self._cursor = "0"
 
     # ---- writing ----------------------------------------------------------------------
 
@@ -168,7 +199,34 @@ class RedisFeatureStore:
             for iid, entry in data["items"].items()
         ]
         rows += [("c", iid, ts, 0, category) for iid, (ts, category) in data["catalog"].items()]
-        return self._run(rows, shard=str(shard), watermark=stamp)
+        written = self._run(rows, shard=str(shard), watermark=stamp)
+        if self.config.ttl is not None:
+            self.expire_idle()
+        return written
+
+    def expire_idle(self, *, full: bool = False) -> int:
+        """One sweep step (every hash once, with ``full``) deleting entries idle for
+        longer than ``config.ttl`` of event time; returns how many were deleted."""
+        if self.config.ttl is None:
+            return 0
+        ttl_us = self.config.ttl // timedelta(microseconds=1)
+        deleted = 0
+        if full:
+            self._sweeping, self._cursor = [], "0"
+        while True:
+            if not self._sweeping:
+                shards = self.client.smembers(self.shards_key)
+                self._sweeping = [self.users_key]
+                self._sweeping += [f"{self.items_prefix}{_text(s)}" for s in sorted(shards)]
+            key = self._sweeping[0]
+            keys = [key, self.watermark_key]
+            cursor, count = self._sweep(keys=keys, args=[self._cursor, self.sweep_count, ttl_us])
+            deleted += int(count)
+            self._cursor = _text(cursor)
+            if self._cursor == "0":
+                self._sweeping.pop(0)
+            if not full or not self._sweeping:
+                return deleted
 
     def write_items(self, items: Iterable[Item]) -> int:
         """Catalog rows straight from the items topic (category, and the recent-items set)."""

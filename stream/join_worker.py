@@ -124,13 +124,14 @@ class JoinWorker:
     def __init__(self, settings: DriftrecConfig, client: redis.Redis, catalog: Catalog) -> None:
         self.settings = settings
         self.redis = client
-        self.features = RedisFeatureStore(client, prefix=settings.redis_prefix)
+        self.feature_config = FeatureConfig(ttl=timedelta(seconds=settings.feature_ttl_s))
+        # The ttl makes its writes also expire idle entries in Redis (feature_ttl_s).
+        self.features = RedisFeatureStore(client, settings.redis_prefix, self.feature_config)
         self.store = PartitionStore(
             client, f"{settings.redis_prefix}stream:{settings.app_id}:{settings.topic_events}:p"
         )
         self.catalog = catalog
         self.config = joiner_config(settings)
-        self.feature_config = FeatureConfig(ttl=timedelta(seconds=settings.feature_ttl_s))
         self.states: dict[int, PartitionState] = {}
         #: Partitions this worker owns (None until the first assignment: any it is given).
         self.owned: set[int] | None = None

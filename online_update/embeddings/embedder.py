@@ -25,6 +25,16 @@ so workers scale over partitions) and writes one L2-normalised vector per item u
   already has, so a model still served on the old version scores new items from their
   text until a model trained on the new version is promoted. The configured model only
   chooses the first version: changing models is what ``driftrec embed --refresh`` is for.
+- **Lost metadata.** Redis restarted without persistence while a worker ran: the worker
+  finds no active pointer, re-declares the version it writes (its metadata included)
+  and makes it active again. A worker that starts on an active version whose metadata is
+  missing (left by an older worker that restored only the pointer) cannot know the
+  encoder that built it, so it rebuilds: a refresh with the configured model repairs that
+  version in place when the model loads as it, else builds the configured model's
+  version from the whole items topic and switches to it, and says so in the log.
+- **Retention.** Every ``gc_every_s`` the worker deletes embedding versions other than
+  the active and previous one whose grace period (``embedding_grace_s``) is over, with
+  their vectors (``RedisVectorStore.collect``).
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ from driftrec.online_update.embeddings.embed_batch import (
     open_version,
     vector_store_for,
 )
+from driftrec.online_update.embeddings.embed_refresh import refresh
 from driftrec.online_update.embeddings.text_encoder import Pooling, load_text_encoder
 from driftrec.online_update.embeddings.vector_cache import CachedEncoder
 from driftrec.producers import ensure_topics, make_producer
@@ -69,6 +80,7 @@ class EmbedWorker:
         batch_size: int = 256,
         linger_s: float = 0.2,
         keep_previous_s: float = 900.0,
+        gc_every_s: float = 300.0,
         client: redis.Redis | None = None,
     ) -> None:
         self.settings = settings
@@ -76,8 +88,12 @@ class EmbedWorker:
         self.batch_size = batch_size
         self.linger_s = linger_s
         self.keep_previous_s = keep_previous_s
+        self.gc_every_s = gc_every_s
+        self.next_gc = 0.0
         self.store = vector_store_for(settings, client)
         self.stats = EmbedStats()
+        #: The metadata of each version this worker writes, to re-declare it if Redis loses it.
+        self.declared: dict[str, dict[str, Any]] = {}
         self.current = self._first_writer(model or settings.text_model, pooling)
         self.previous: VersionWriter | None = None
         self.previous_until = 0.0
@@ -93,8 +109,28 @@ class EmbedWorker:
         )
         self.producer = make_producer(self.settings)
 
+    def _open(self, version: str) -> VersionWriter:
+        writer = open_version(
+            self.store, version, self.settings, device=self.device, batch_size=self.batch_size
+        )
+        self.declared[version] = self.store.describe(version) or {}
+        return writer
+
     def _first_writer(self, model: str, pooling: Pooling) -> VersionWriter:
         active = self.store.active_version()
+        if active is not None and "model" not in (self.store.describe(active) or {}):
+            log.warning(
+                "the active embedding version %s has no metadata saying which model built it "
+                "(Redis lost it, or an older worker restored only the pointer): rebuilding "
+                "from the items topic with model %r",
+                active,
+                model,
+            )
+            rebuilt = refresh(
+                self.settings, model, pooling=pooling, device=self.device, client=self.store.client
+            )
+            log.warning("embedding version %s rebuilt and active", rebuilt)
+            return self._open(rebuilt)
         if active is not None:
             built_by = (self.store.describe(active) or {}).get("model")
             if built_by is not None and (built_by, pooling) != (model_spec(model), "auto"):
@@ -105,11 +141,10 @@ class EmbedWorker:
                     active,
                     built_by,
                 )
-            return open_version(
-                self.store, active, self.settings, device=self.device, batch_size=self.batch_size
-            )
+            return self._open(active)
         encoder = load_text_encoder(model, self.device, pooling=pooling)
         declare_version(self.store, encoder, model, pooling, "complete")
+        self.declared[encoder.version] = self.store.describe(encoder.version) or {}
         if not self.store.set_active_if_none(encoder.version):
             # another worker won the race: follow whatever it made active
             return self._first_writer(model, pooling)
@@ -124,7 +159,13 @@ class EmbedWorker:
     def _follow_active(self) -> None:
         active = self.store.active_version()
         if active is None:
-            self.store.set_active_if_none(self.current.version)
+            # Redis lost its data (a restart without persistence): the pointer alone would
+            # leave a version no restarted worker can write, so declare it again first.
+            version = self.current.version
+            if self.store.describe(version) is None and self.declared.get(version):
+                self.store.declare(version, **self.declared[version])
+                log.warning("embedding version %s re-declared: Redis had lost it", version)
+            self.store.set_active_if_none(version)
             return
         if active == self.current.version:
             return
@@ -132,12 +173,22 @@ class EmbedWorker:
         if self.previous is not None and self.previous.version == active:
             self.current = self.previous  # switched back within the grace period
         else:
-            self.current = open_version(
-                self.store, active, self.settings, device=self.device, batch_size=self.batch_size
-            )
+            self.current = self._open(active)
         self.previous, self.previous_until = old, time.monotonic() + self.keep_previous_s
         self.stats.switches.append(active)
         log.info("embedding version switched %s -> %s", old.version, active)
+
+    def _collect_if_due(self) -> None:
+        if time.monotonic() < self.next_gc:
+            return
+        self.next_gc = time.monotonic() + self.gc_every_s
+        try:
+            outcome = self.store.collect(self.settings.embedding_grace_s)
+        except redis.RedisError as error:
+            log.warning("embedding retention skipped, Redis error: %s", error)
+            return
+        if deleted := sorted(v for v, what in outcome.items() if what == "delete"):
+            log.info("embedding versions deleted after their grace period: %s", deleted)
 
     def _take(self) -> list[Any]:
         """Records up to ``batch_size``, waiting ``linger_s`` after the first; [] when idle."""
@@ -160,6 +211,7 @@ class EmbedWorker:
 
     def step(self) -> int:
         """Take, encode and store one batch, then commit it; returns the records taken."""
+        self._collect_if_due()
         records = self._take()
         if not records:
             return 0

@@ -11,12 +11,20 @@ see ``put_newer``); ``<prefix>meta:<version>`` holds JSON: the encoder name and
 dimension, and for versions the embedding worker built, the model spec that rebuilds the
 encoder (``model``, ``pooling``) and ``state`` (``building`` until a refresh completes).
 Every change of the active pointer is announced on the channel ``<prefix>active-changed``.
+``<prefix>previous`` holds the version the last switch replaced, and the hash
+``<prefix>inactive-since`` version -> ISO time records when a version stopped being
+active (or, for a version never active, when retention first saw it).
+
+Retention (``collect``): versions other than the active and the previous one (and any
+the caller protects) are deleted with their vectors ``grace_s`` after they stopped being
+active; a version still being built by a refresh (``state`` ``building``) is left alone.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -69,9 +77,15 @@ class RedisVectorStore:
         return None if value is None else _text(value)
 
     def set_active(self, version: str) -> None:
-        """Switch the active version: one SET (atomic for readers), then announce it."""
+        """Switch the active version: one SET (atomic for readers), then announce it; the
+        version it replaces becomes the previous one."""
+        old = self.active_version()
         with self.client.pipeline(transaction=True) as pipe:
             pipe.set(f"{self.prefix}active", version)
+            if old is not None and old != version:
+                pipe.set(f"{self.prefix}previous", old)
+                pipe.hset(self._inactive, old, datetime.now(UTC).isoformat())
+            pipe.hdel(self._inactive, version)
             pipe.publish(self.channel, version)
             pipe.execute()
 
@@ -79,8 +93,18 @@ class RedisVectorStore:
         """Make ``version`` active only when no version is; True when it became active."""
         if not self.client.set(f"{self.prefix}active", version, nx=True):
             return False
+        self.client.hdel(self._inactive, version)
         self.client.publish(self.channel, version)
         return True
+
+    def previous_version(self) -> str | None:
+        """The version the last ``set_active`` replaced."""
+        value = self.client.get(f"{self.prefix}previous")
+        return None if value is None else _text(value)
+
+    @property
+    def _inactive(self) -> str:
+        return f"{self.prefix}inactive-since"
 
     def describe(self, version: str) -> dict[str, Any] | None:
         raw = self.client.get(f"{self.prefix}meta:{version}")
@@ -163,14 +187,59 @@ class RedisVectorStore:
                 break
         return out
 
-    def drop(self, version: str) -> None:
-        """Delete a version's vectors and metadata; refuses the active version.
+    def stored_versions(self) -> list[str]:
+        """Every version with metadata or vectors (vectors can outlive lost metadata)."""
+        found = set(self.versions())
+        start = len(f"{self.prefix}v:")
+        found.update(_text(k)[start:] for k in self.client.scan_iter(f"{self.prefix}v:*"))
+        return sorted(found)
 
-        Nothing drops versions automatically: a registered model trained on an older
-        version may still be served or rolled back to.
-        """
+    def collect(
+        self,
+        grace_s: float,
+        *,
+        protect: Iterable[str] = (),
+        dry_run: bool = False,
+        now: datetime | None = None,
+    ) -> dict[str, str]:
+        """Delete versions past their grace period (see the module docstring); returns
+        each stored version -> what happens to it ("delete" or why it is kept)."""
+        now = now or datetime.now(UTC)
+        keep = {v: "protected" for v in protect}
+        if (previous := self.previous_version()) is not None:
+            keep[previous] = "previous"
+        if (active := self.active_version()) is not None:
+            keep[active] = "active"
+        since = {
+            _text(k): datetime.fromisoformat(_text(v))
+            for k, v in self.client.hgetall(self._inactive).items()
+        }
+        out: dict[str, str] = {}
+        for version in self.stored_versions():
+            if version in keep:
+                out[version] = keep[version]
+            elif (self.describe(version) or {}).get("state") == "building":
+                out[version] = "building"
+            elif version not in since:
+                out[version] = "grace starts now"
+                if not dry_run:
+                    self.client.hsetnx(self._inactive, version, now.isoformat())
+            elif since[version] > now - timedelta(seconds=grace_s):
+                out[version] = f"in grace until {since[version] + timedelta(seconds=grace_s)}"
+            else:
+                out[version] = "delete"
+                if not dry_run:
+                    try:
+                        self.drop(version)
+                    except ValueError:  # switched to it since we read the pointer
+                        out[version] = "active"
+        return out
+
+    def drop(self, version: str) -> None:
+        """Delete a version's vectors and metadata; refuses the active version."""
         if version == self.active_version():
             raise ValueError(f"{version!r} is the active embedding version: switch first")
-        self.client.delete(
-            self._key(version), self._stamps(version), f"{self.prefix}meta:{version}"
-        )
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(self._key(version), self._stamps(version), f"{self.prefix}meta:{version}")
+            pipe.hdel(self._inactive, version)
+            pipe.execute()

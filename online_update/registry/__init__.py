@@ -5,6 +5,7 @@ and rollback move atomically (with pub/sub), and the auto-promotion policy.
 from __future__ import annotations
 
 from driftrec.online_update.registry.promotion import ActiveSubscription, PromotionPolicy
+from driftrec.online_update.registry.retention import GcPlan, RetentionPolicy
 from driftrec.online_update.registry.versions import (
     ModelRegistry,
     RegistryError,
@@ -15,9 +16,11 @@ from driftrec.online_update.registry.versions import (
 
 __all__ = [
     "ActiveSubscription",
+    "GcPlan",
     "ModelRegistry",
     "PromotionPolicy",
     "RegistryError",
+    "RetentionPolicy",
     "SameWindow",
     "VersionInfo",
     "open_registry",

@@ -72,7 +72,7 @@ redis.call('HSET', p .. 'version:' .. version, 'status', 'active')
 local previous = cjson.null
 if current ~= '' then
   previous = current
-  redis.call('HSET', p .. 'version:' .. current, 'status', 'retired')
+  redis.call('HSET', p .. 'version:' .. current, 'status', 'retired', 'inactive_since', ARGV[5])
   redis.call('LPUSH', p .. 'history', current)
   redis.call('LTRIM', p .. 'history', 0, tonumber(ARGV[6]) - 1)
 end
@@ -94,7 +94,7 @@ redis.call('HSET', p .. 'version:' .. target, 'status', 'active')
 local previous = cjson.null
 if current ~= '' and current ~= target then
   previous = current
-  redis.call('HSET', p .. 'version:' .. current, 'status', 'rejected')
+  redis.call('HSET', p .. 'version:' .. current, 'status', 'rejected', 'inactive_since', ARGV[4])
 end
 redis.call('PUBLISH', p .. 'active', cjson.encode(
   {version = target, previous = previous, reason = ARGV[3], ts = ARGV[4]}))

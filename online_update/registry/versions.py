@@ -3,8 +3,9 @@
 Redis layout under ``prefix`` (default ``driftrec:registry:``):
 
 - ``seq``: INCR counter; version *n* is named ``v{n:06d}`` (monotonic, gaps allowed).
-- ``version:<name>``: hash with ``meta`` (``VersionInfo`` as JSON, never pickle) and
-  ``status`` (candidate, active, retired, rejected).
+- ``version:<name>``: hash with ``meta`` (``VersionInfo`` as JSON, never pickle),
+  ``status`` (candidate, active, retired, rejected) and, once a switch replaced it as
+  the active version, ``inactive_since`` (ISO time).
 - ``index``: sorted set of version names scored by number.
 - ``active``: the name of the active version; ``history``: list of previously active
   versions, newest first (``rollback`` pops it, so repeated rollbacks walk back).
@@ -18,6 +19,11 @@ needs a single Redis (or a replica set), not Redis Cluster.
 Statuses: ``candidate`` (published, never active), ``active``, ``retired`` (replaced
 by a promotion; a rollback may bring it back) and ``rejected`` (rolled back from).
 
+Retention (online_update.registry.retention): with a ``RetentionPolicy`` every publish
+ends with ``collect_garbage``, which deletes the versions the policy does not keep, their
+Redis entries and artifact files together; the active and the previous version are never
+deleted.
+
 >>> version_name(42)
 'v000042'
 """
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import tempfile
@@ -44,6 +51,12 @@ from driftrec.online_update.registry.promotion import (
     PromotionPolicy,
     decide,
 )
+from driftrec.online_update.registry.retention import (
+    DELETE_SCRIPT,
+    GcPlan,
+    RetentionPolicy,
+    plan,
+)
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, field_validator
 
 __all__ = [
@@ -57,6 +70,8 @@ __all__ = [
     "open_registry",
     "version_name",
 ]
+
+_log = logging.getLogger(__name__)
 
 Status = Literal["candidate", "active", "retired", "rejected"]
 HISTORY_LIMIT = 1000
@@ -88,6 +103,8 @@ class VersionInfo(BaseModel):
     sha256: str
     artifact: str
     status: Status = "candidate"
+    #: When a switch last replaced it as the active version (None: active or never was).
+    inactive_since: AwareDatetime | None = None
 
     @field_validator("metrics")
     @classmethod
@@ -122,14 +139,22 @@ class ModelRegistry:
     """Publish, look up, promote and roll back model versions (thread-safe, synchronous)."""
 
     def __init__(
-        self, redis_client: redis.Redis, artifact_dir: Path, prefix: str = "driftrec:registry:"
+        self,
+        redis_client: redis.Redis,
+        artifact_dir: Path,
+        prefix: str = "driftrec:registry:",
+        *,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         self.redis = redis_client
         self.artifact_dir = Path(artifact_dir)
         self.prefix = prefix
         self.channel = f"{prefix}active"
+        #: When set, every ``publish`` ends with ``collect_garbage(retention)``.
+        self.retention = retention
         self._activate = redis_client.register_script(ACTIVATE_SCRIPT)
         self._rollback = redis_client.register_script(ROLLBACK_SCRIPT)
+        self._delete = redis_client.register_script(DELETE_SCRIPT)
 
     def _key(self, version: str) -> str:
         return f"{self.prefix}version:{version}"
@@ -151,7 +176,7 @@ class ModelRegistry:
         source = Path(checkpoint_path)
         if not source.is_file():
             raise RegistryError(f"no checkpoint file at {source}: save a checkpoint first")
-        if parent is not None and not self.redis.exists(self._key(parent)):
+        if parent is not None and not self._numbered(parent):
             raise RegistryError(f"parent version {parent} is not in this registry")
         try:  # validate before copying, so bad metadata leaves no orphan artifact
             draft = VersionInfo(
@@ -185,11 +210,28 @@ class ModelRegistry:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(
             self._key(version),
-            mapping={"meta": info.model_dump_json(exclude={"status"}), "status": "candidate"},
+            mapping={
+                "meta": info.model_dump_json(exclude={"status", "inactive_since"}),
+                "status": "candidate",
+            },
         )
         pipe.zadd(f"{self.prefix}index", {version: int(version[1:])})
         pipe.execute()
+        if self.retention is not None:
+            try:  # the version is published; a failed clean-up is retried on the next one
+                self.collect_garbage(self.retention)
+            except (OSError, redis.RedisError) as error:
+                _log.warning("registry retention failed, retried next publish: %s", error)
         return info
+
+    def _numbered(self, version: str) -> bool:
+        """Whether ``version`` is, or was before retention deleted it, in this registry."""
+        if self.redis.exists(self._key(version)):
+            return True
+        name = _normalise(version)
+        if not (name.startswith("v") and name[1:].isdigit()):
+            return False
+        return 0 < int(name[1:]) <= int(self.redis.get(f"{self.prefix}seq") or 0)
 
     def _copy(self, source: Path) -> tuple[str, Path]:
         """Copy to a temp file in the artifact dir (same filesystem, so os.replace is atomic)."""
@@ -256,6 +298,42 @@ class ModelRegistry:
                 f"artifact {path} of {info.version} sha256 mismatch: re-publish or roll back"
             )
         return path
+
+    # ---- retention ----------------------------------------------------------------------
+
+    def collect_garbage(
+        self,
+        policy: RetentionPolicy,
+        *,
+        dry_run: bool = False,
+        now: datetime | None = None,
+    ) -> GcPlan:
+        """Delete the versions ``policy`` does not keep (Redis entries, then the artifact
+        file); with ``dry_run`` only say which. Returns the plan (what was refused at
+        the last moment, because it became active or previous meanwhile, is moved to
+        ``keep``)."""
+        versions = self.list_versions()
+        head = self.redis.lindex(f"{self.prefix}history", 0)
+        found = plan(
+            [(v.version, v.inactive_since or _legacy_inactive(v)) for v in versions],
+            active=self.active_version_name(),
+            previous=None if head is None else _text(head),
+            policy=policy,
+            now=now or datetime.now(UTC),
+        )
+        if dry_run:
+            return found
+        artifacts = {v.version: Path(v.artifact) for v in versions}
+        deleted = []
+        for name in found.delete:
+            outcome = _text(self._delete(args=[self.prefix, name]))
+            if outcome != "ok":
+                found.keep[name] = outcome
+                continue
+            artifacts[name].unlink(missing_ok=True)
+            deleted.append(name)
+        found.delete = deleted
+        return found
 
     # ---- switching the active version -------------------------------------------------
 
@@ -347,7 +425,13 @@ def _normalise(version: str) -> str:
 def _parse(fields: dict[str, str]) -> VersionInfo:
     data = json.loads(fields["meta"])
     data["status"] = fields.get("status", "candidate")
+    data["inactive_since"] = fields.get("inactive_since")
     return VersionInfo.model_validate(data)
+
+
+def _legacy_inactive(info: VersionInfo) -> datetime | None:
+    """Versions retired before switches recorded the time: their creation (a lower bound)."""
+    return info.created_at if info.status in ("retired", "rejected") else None
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -360,10 +444,12 @@ def _fsync_dir(directory: Path) -> None:
 
 def open_registry(config: DriftrecConfig, artifact_dir: Path | None = None) -> ModelRegistry:
     """The registry at ``config.redis_url`` under ``<redis_prefix>registry:``; artifacts
-    default to ``<data_dir>/registry``. The trainer, the server and the CLI all use this."""
+    default to ``<data_dir>/registry``; retention from the config's ``registry_keep_*``.
+    The trainer, the server and the CLI all use this."""
     client = redis.Redis.from_url(config.redis_url)
     return ModelRegistry(
         client,
         artifact_dir or config.data_dir / "registry",
         prefix=f"{config.redis_prefix}registry:",
+        retention=RetentionPolicy.from_config(config),
     )

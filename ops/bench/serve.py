@@ -14,7 +14,8 @@ One run, against the real Redis, under a fresh key prefix and a temporary data d
    is the p99 of that phase and swaps the number of swaps the server made.
 
 Optional ``args`` attributes (defaults): ``duration`` (10), ``concurrency`` (8),
-``candidates`` (100), ``items`` (1000), ``swap_every`` (1.0). Goals: p99_ms <= 20 and
+``candidates`` (100), ``items`` (1000), ``swap_every`` (1.0), ``workers`` (1: server
+processes, `driftrec serve --workers`). Goals: p99_ms <= 20 and
 swap_p99_ms <= 1.5 x p99_ms; ``failed`` must be 0. The 1-minute load average is
 reported because the machine may be shared: closed-loop latency is concurrency divided
 by throughput, so a server that gets half a core measures twice the latency.
@@ -55,7 +56,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_server(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
+def _start_server(
+    settings: Settings, port: int, log: Path, workers: int = 1
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "DRIFTREC_REDIS_URL": settings.redis_url,
@@ -65,11 +68,14 @@ def _start_server(settings: Settings, port: int, log: Path) -> subprocess.Popen[
     }
     code = (
         "import sys; from driftrec.ops.serving import run_server; from driftrec.ops.settings import Settings; "
-        "run_server(Settings(), '127.0.0.1', int(sys.argv[1]))"
+        "run_server(Settings(), '127.0.0.1', int(sys.argv[1]), int(sys.argv[2]))"
     )
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-c", code, str(port)], env=env, stdout=out, stderr=out
+            [sys.executable, "-c", code, str(port), str(workers)],
+            env=env,
+            stdout=out,
+            stderr=out,
         )
 
 
@@ -180,6 +186,7 @@ def bench_serve(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     concurrency = int(getattr(args, "concurrency", 8))
     n_candidates = int(getattr(args, "candidates", 100))
     swap_every = float(getattr(args, "swap_every", 1.0))
+    workers = int(getattr(args, "workers", 1) or 1)
     data_dir = Path(tempfile.mkdtemp(prefix="driftrec-bench-serve-"))
     bench = settings.model_copy(
         update={
@@ -204,7 +211,7 @@ def bench_serve(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
             for _ in range(256)
         ]
         port = _free_port()
-        server = _start_server(bench, port, data_dir / "server.log")
+        server = _start_server(bench, port, data_dir / "server.log", workers)
         _wait_healthy(port, server, data_dir / "server.log", timeout=120.0)
         load = _Load(port, bodies, concurrency)
         for thread in load.threads:
@@ -241,6 +248,7 @@ def bench_serve(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         "failed": failed + swap_failed,
         "candidates": n_candidates,
         "concurrency": concurrency,
+        "workers": workers,
         "p99_goal_met": p99 <= 20.0,
         "swap_goal_met": swap_p99 <= 1.5 * p99,
         "load_avg_1m_before": round(load_before, 2),

@@ -15,11 +15,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from driftrec.core import InfraError
 
 __all__ = [
     "ManagedProcess",
+    "describe_pid",
+    "listening_pids",
     "parse_host_port",
     "port_open",
     "wait_until",
@@ -54,6 +57,41 @@ def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.25
             return True
         time.sleep(interval)
     return check()
+
+
+def listening_pids(port: int) -> set[int]:
+    """Pids of the processes with a TCP socket listening on ``port`` (Linux ``/proc``;
+    empty where it cannot tell, e.g. another user's process)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{inode}]")
+    pids: set[int] = set()
+    if not inodes:
+        return pids
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in inodes:
+                        pids.add(int(proc.name))
+                        break
+    return pids
+
+
+def describe_pid(pid: int) -> str:
+    """``pid 123 (command line) in /its/working/dir``, as far as /proc tells."""
+    cwd = ""
+    with contextlib.suppress(OSError):
+        cwd = f" in {os.readlink(f'/proc/{pid}/cwd')}"
+    command = _cmdline(pid).strip() or "?"
+    return f"pid {pid} ({command[:120]}){cwd}"
 
 
 #: Popen objects of the services we started: holding them keeps Python from warning that
@@ -105,6 +143,7 @@ class ManagedProcess:
                 start_new_session=True,  # survives the CLI that started it
             )
         _DETACHED.append(proc)
+        self._last_pid[self.name] = proc.pid
         self.pid_file.write_text(str(proc.pid))
         # Until exec() completes /proc still shows our own command line; wait for it so
         # that pid() does not mistake the fresh child for a stale pid file.
@@ -112,6 +151,23 @@ class ManagedProcess:
             lambda: self.signature in _cmdline(proc.pid) or proc.poll() is not None, 10.0, 0.02
         )
         return proc.pid
+
+    def exit_code(self) -> int | None:
+        """The exit status of a process this CLI started and that has exited, else None."""
+        pid = self._started_pid()
+        for child in _DETACHED:
+            if child.pid == pid:
+                return child.poll()
+        return None
+
+    def _started_pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return self._last_pid.get(self.name)
+
+    #: pid of each process started in this CLI, by name (its pid file may be gone).
+    _last_pid: ClassVar[dict[str, int]] = {}
 
     def alive(self) -> bool:
         return self.pid() is not None
@@ -121,15 +177,14 @@ class ManagedProcess:
         return self.pid_file.exists() and self.pid() is None
 
     def stop(self, timeout: float = 30.0) -> bool:
-        """SIGTERM, wait, then SIGKILL. Returns whether a process was stopped."""
+        """SIGTERM, wait, then SIGKILL, to the process and the children in its session
+        (``start`` made it a session leader). Returns whether a process was stopped."""
         pid = self.pid()
         if pid is None:
             return False
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+        _signal(pid, signal.SIGTERM)
         if not wait_until(lambda: not _cmdline(pid), timeout, interval=0.2):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            _signal(pid, signal.SIGKILL)
             wait_until(lambda: not _cmdline(pid), 5.0, interval=0.1)
         self.pid_file.unlink(missing_ok=True)
         for child in [c for c in _DETACHED if c.pid == pid]:  # reap it if it was our own child
@@ -154,3 +209,13 @@ class ManagedProcess:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    """``sig`` to the session ``pid`` leads (what ``ManagedProcess.start`` started), or to
+    ``pid`` alone when it leads none."""
+    with contextlib.suppress(ProcessLookupError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)

@@ -18,7 +18,13 @@ Endpoints (bodies in ops.serving.schemas):
 - ``POST /models/{version}/promote``, ``POST /models/rollback``: need
   ``Authorization: Bearer <DRIFTREC_ADMIN_TOKEN>``; no header is 401, a wrong token 403,
   and with no token configured admin is disabled (403 saying how to enable it).
-- ``GET /healthz``: 200 while a model is loaded, else 503; ``GET /metrics``: Prometheus.
+- ``GET /healthz``: readiness, 503 with the reasons whenever the server cannot score with
+  the active model (ops.serving.health); ``GET /livez``: liveness, always 200 while the
+  process answers; ``GET /metrics``: Prometheus.
+
+Request bodies over ``max_request_bytes`` are refused with 413 before they are read
+(ops.serving.limits). ``/recommend`` never answers an empty ranking: an empty
+``item_ids`` is a 422, and with no ``item_ids`` and an empty catalog it is a 503.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from dataclasses import dataclass
 import redis
 from driftrec.online_update.embeddings import RedisVectorStore
 from driftrec.online_update.registry import ModelRegistry, RegistryError
+from driftrec.ops.serving.health import check_readiness
+from driftrec.ops.serving.limits import BodySizeLimit
 from driftrec.ops.serving.metrics import CONTENT_TYPE_LATEST, MetricsMiddleware, ServingMetrics
 from driftrec.ops.serving.model_holder import LoadedModel, ModelHolder
 from driftrec.ops.serving.schemas import (
@@ -51,7 +59,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-__all__ = ["Services", "build_services", "create_app", "run_server"]
+__all__ = ["Services", "app_from_env", "build_services", "create_app", "run_server"]
 
 _DEFAULT_WEIGHTS = BlendWeights()
 
@@ -152,6 +160,8 @@ def create_app(
     app = FastAPI(title="driftrec serving", version="1", lifespan=lifespan)
     app.state.services = s
     app.add_middleware(MetricsMiddleware, metrics=s.metrics)
+    # Added last, so it runs first: an oversized body is refused before anything reads it.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(redis.RedisError, _redis_error)
 
@@ -185,6 +195,12 @@ def create_app(
         current = model()
         if body.item_ids is None:
             candidates = s.features.recent_items(body.recent)
+            if not candidates:
+                raise HTTPException(
+                    503,
+                    "no candidates: the request sent no item_ids and the feature store has "
+                    "no catalog items yet (is the worker running and the catalog replayed?)",
+                )
         else:
             candidates = list(dict.fromkeys(body.item_ids))  # ranking twice is meaningless
         scored = s.scorer.score(
@@ -197,6 +213,7 @@ def create_app(
                 as_of=scored.as_of,
                 items=scored.items(scored.top(body.k)),
                 candidates=len(candidates),
+                candidate_source="request" if body.item_ids is not None else "recent items",
             )
         )
 
@@ -249,15 +266,22 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
-        current = s.holder.current
+        found = check_readiness(s.holder, s.registry, s.vectors)
         health = Health(
-            status="no model" if current is None else "degraded" if s.holder.last_error else "ok",
-            serving=None if current is None else current.version,
-            active=s.holder.active,
+            status=found.status(s.holder.last_error),
+            reasons=found.reasons,
+            serving=found.serving,
+            active=found.active,
+            embedding_version=found.embedding_version,
+            item_vectors=found.item_vectors,
             swaps=s.holder.swaps,
             last_error=s.holder.last_error,
         )
-        return JSONResponse(health.model_dump(), status_code=503 if current is None else 200)
+        return JSONResponse(health.model_dump(), status_code=200 if found.ready else 503)
+
+    @app.get("/livez")
+    async def livez() -> dict[str, str]:
+        return {"status": "alive"}
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -266,11 +290,38 @@ def create_app(
     return app
 
 
-def run_server(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve until interrupted (``driftrec serve``); blocks."""
+def app_from_env() -> FastAPI:
+    """The app of one ``driftrec serve --workers N`` process: settings from the
+    environment that ``run_server`` exported, one torch thread."""
+    import torch
+
+    torch.set_num_threads(1)
+    return create_app(Settings())
+
+
+def run_server(
+    settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1
+) -> None:
+    """Serve until interrupted (``driftrec serve``); blocks. ``workers`` > 1 runs that
+    many processes on the port (uvicorn's workers), each with its own model holder."""
+    import os
+
     import torch
     import uvicorn
+    from driftrec.ops.worker_process import settings_env
 
+    if workers > 1:
+        os.environ.update(settings_env(settings))  # the worker processes read them back
+        uvicorn.run(
+            "driftrec.ops.serving.app:app_from_env",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            access_log=False,
+            log_level="info",
+        )
+        return
     # One intra-op thread per process: concurrent requests already use every core, and
     # torch threads fighting each other and the request threads ruin tail latency.
     torch.set_num_threads(1)

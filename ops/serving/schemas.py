@@ -67,10 +67,13 @@ class ScoreRequest(_Body):
 
 
 class RecommendRequest(_Body):
-    """Rank candidates (or, when ``item_ids`` is null, the ``recent`` newest items)."""
+    """Rank candidates (or, when ``item_ids`` is null, the ``recent`` newest items).
+
+    An empty ``item_ids`` is a 422: an empty ranking would look like an answer.
+    """
 
     user_id: Id
-    item_ids: Annotated[list[Id], Field(max_length=MAX_CANDIDATES)] | None = None
+    item_ids: Annotated[list[Id], Field(min_length=1, max_length=MAX_CANDIDATES)] | None = None
     k: Annotated[int, Field(ge=1, le=MAX_CANDIDATES)] = 10
     recent: Annotated[int, Field(ge=1, le=MAX_CANDIDATES)] = 100
     ts: AwareDatetime | None = None
@@ -100,6 +103,10 @@ class ScoreResponse(_Body):
 class RecommendResponse(ScoreResponse):
     #: How many distinct candidates were ranked.
     candidates: int
+    #: Where they came from: the request's ``item_ids``, or (when it sent none) the
+    #: ``recent`` newest catalog items, a fallback named here so it is never mistaken
+    #: for a personalised candidate set.
+    candidate_source: Literal["request", "recent items"]
 
 
 class ModelsResponse(_Body):
@@ -115,8 +122,15 @@ class SwitchResponse(_Body):
 
 
 class Health(_Body):
-    status: Literal["ok", "degraded", "no model"]
+    """``GET /healthz``: 200 when ``status`` is ok or degraded, 503 when unready."""
+
+    status: Literal["ok", "degraded", "unready"]
+    #: Why the server cannot score with the active model (empty when it can).
+    reasons: list[str]
     serving: str | None
     active: str | None
+    embedding_version: str | None
+    #: Item vectors stored for ``embedding_version`` (None when unknown).
+    item_vectors: int | None
     swaps: int
     last_error: str | None = None

@@ -3,7 +3,8 @@
 The request path has exactly the training path's feature code: ``RedisFeatureStore.read``
 rebuilds ``FeatureState`` entries and calls ``lookup``; ``FeatureEncoder.to_batch`` turns
 them into a ``Batch`` with text vectors from ``RedisVectorStore``. Two Redis round trips
-per request (features, then vectors of the candidates and the user's recent clicks).
+per request (features, then vectors of the candidates and the user's recent clicks),
+one once the candidates' vectors are cached (``Scorer``).
 Item counts come from the user's events partition (``user_shard`` over ``partitions``),
 as in the joiner's snapshots the model was trained on.
 
@@ -84,15 +85,39 @@ class Scored:
         return [int(j) for j in np.argsort(-self.score, kind="stable")[:k]]
 
 
+class _VectorCache:
+    """Item vectors found for one (model version, embedding version); replaced whole."""
+
+    def __init__(self, key: tuple[str, str], limit: int) -> None:
+        self.key = key
+        self.limit = limit
+        self.rows: dict[str, np.ndarray] = {}
+
+
 class Scorer:
-    """Scores candidates with a ``LoadedModel``; thread-safe (shares only Redis pools)."""
+    """Scores candidates with a ``LoadedModel``; thread-safe (shares only Redis pools).
+
+    Item text vectors do not depend on the user: the vectors found for the served
+    (model version, embedding version) are kept in memory, up to ``cache_items`` items,
+    and dropped whole when a swap (or a refresh) changes that pair, so a warm request
+    reads only the features from Redis. An item without a vector yet is not cached (its
+    vector is read again until the embedder has written it); a vector rewritten within
+    the same version (changed item text) is picked up at the next swap.
+    """
 
     def __init__(
-        self, features: RedisFeatureStore, vectors: RedisVectorStore, partitions: int
+        self,
+        features: RedisFeatureStore,
+        vectors: RedisVectorStore,
+        partitions: int,
+        *,
+        cache_items: int = 50_000,
     ) -> None:
         self.features = features
         self.vectors = vectors
         self.partitions = partitions
+        self.cache_items = cache_items
+        self._cache: _VectorCache | None = None
 
     def score(
         self,
@@ -118,10 +143,29 @@ class Scorer:
 
     def _lookup(self, model: LoadedModel) -> TextLookup:
         version, dim = model.embedding_version, model.encoder.text_dim
+        cache = self._cache
+        if version is not None and (cache is None or cache.key != (model.version, version)):
+            cache = self._cache = _VectorCache((model.version, version), self.cache_items)
 
         def lookup(ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-            if version is None:
-                return np.zeros((len(ids), dim), np.float32), np.zeros(len(ids), bool)
-            return self.vectors.get(version, ids, dim)
+            out, found = np.zeros((len(ids), dim), np.float32), np.zeros(len(ids), bool)
+            if version is None or cache is None:
+                return out, found
+            rows = cache.rows
+            missing = [i for i in dict.fromkeys(ids) if i not in rows]
+            fetched: dict[str, np.ndarray] = {}
+            if missing:
+                vectors, known = self.vectors.get(version, missing, dim)
+                fetched = {i: v for i, v, k in zip(missing, vectors, known, strict=True) if k}
+                if len(rows) + len(fetched) > cache.limit:
+                    cache.rows = rows = {}  # full: start over (other requests keep theirs)
+                rows.update(fetched)
+            for r, item_id in enumerate(ids):
+                row = fetched.get(item_id)
+                if row is None:
+                    row = rows.get(item_id)
+                if row is not None:
+                    out[r], found[r] = row, True
+            return out, found
 
         return lookup

@@ -172,3 +172,38 @@ def test_unknown_user_and_items_and_the_watermark(store: RedisFeatureStore) -> N
     assert ts == T0 + timedelta(seconds=1)
     assert got == [state.lookup("u", "i", ts)]
     assert store.read("u", []) == ([], ts)
+
+
+def test_entries_idle_longer_than_the_ttl_are_deleted_as_writes_go_on(
+    client: redis.Redis, redis_prefix: str
+) -> None:
+    config = FeatureConfig(history_size=5, ttl=timedelta(hours=1))
+    store = RedisFeatureStore(client, redis_prefix, config, sweep_count=10)
+    state = FeatureState(config)
+    old = [f"old{k}" for k in range(40)]
+    for k, user in enumerate(old):
+        state.observe(Impression(event_id=f"o{k}", user_id=user, item_id=f"io{k}", ts=T0))
+    store.write(state, old, [f"io{k}" for k in range(40)], as_of=T0)
+    assert client.hlen(store.users_key) == 40
+    later = T0 + timedelta(hours=2)
+    for k in range(20):  # each write sweeps one slice of a hash, round-robin
+        state.observe(Impression(event_id=f"n{k}", user_id=f"new{k}", item_id="inew", ts=later))
+        store.write(state, [f"new{k}"], ["inew"], as_of=later)
+    users = {_key(u) for u in client.hkeys(store.users_key)}
+    items = {_key(i) for i in client.hkeys(f"{store.items_prefix}0")}
+    assert users == {f"new{k}" for k in range(20)}
+    assert items == {"inew"}
+    features, _ = store.read("new3", ["inew"], later)
+    assert features[0].item_impressions == 20  # what is kept still reads back
+
+
+def test_without_a_ttl_nothing_expires(store: RedisFeatureStore, client: redis.Redis) -> None:
+    state = FeatureState(CONFIG)
+    state.observe(Impression(event_id="e", user_id="u", item_id="i", ts=T0))
+    store.write(state, ["u"], ["i"], as_of=T0)
+    store.write(state, ["u"], ["i"], as_of=T0 + timedelta(days=400))
+    assert store.expire_idle(full=True) == 0 and client.hlen(store.users_key) == 1
+
+
+def _key(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -6,6 +6,7 @@ decoding step is tested first, without any service.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -18,16 +19,19 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
+from driftrec.core import ConfigError
 from driftrec.core.schemas import DeadLetter, Item, encode
+from driftrec.online_update.embeddings import embedder as embedder_module
 from driftrec.online_update.embeddings.embed_batch import (
     EmbedStats,
     decode_batch,
     event_stamp,
     item_text,
+    open_version,
     vector_store_for,
 )
 from driftrec.online_update.embeddings.embed_refresh import RefreshProgress, refresh
-from driftrec.online_update.embeddings.embedder import run_embedder
+from driftrec.online_update.embeddings.embedder import EmbedWorker, run_embedder
 from driftrec.online_update.embeddings.text_encoder import HashingTextEncoder, load_text_encoder
 from driftrec.online_update.embeddings.vector_store import RedisVectorStore
 from driftrec.ops.settings import Settings
@@ -301,3 +305,96 @@ def test_refresh_builds_a_new_version_and_switches_only_when_complete(
     phases: list[str] = []
     assert refresh(settings, "hashing:64", progress=lambda p: phases.append(p.phase)) == new
     assert store.active_version() == new and "final" not in phases
+
+
+# ---- lost metadata and retention ---------------------------------------------------------
+
+
+def _step_until(worker: EmbedWorker, condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 60.0
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        worker.step()
+
+
+@pytest.fixture
+def hashing16(settings: Settings) -> tuple[Settings, str]:
+    """Settings of a worker with the 16-d hashing encoder, and the version it writes."""
+    settings = settings.model_copy(update={"text_model": "hashing:16"})
+    ensure_topics(settings, [settings.topic_items])
+    return settings, HashingTextEncoder(16).version
+
+
+def test_a_worker_that_outlives_a_redis_restart_leaves_a_version_a_restart_can_write(
+    hashing16: tuple[Settings, str], store: RedisVectorStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings, version = hashing16
+    worker = EmbedWorker(settings)
+    try:
+        send(settings, item(1, "Before the restart"))
+        _step_until(worker, lambda: store.known(version) == 1, "the first item")
+        for key in store.client.scan_iter(match=f"{settings.redis_prefix}*"):
+            store.client.delete(key)  # Redis came back empty (no persistence)
+        send(settings, item(2, "After the restart"))
+        with caplog.at_level(logging.WARNING, logger=embedder_module.__name__):
+            _step_until(worker, lambda: store.known(version) == 1, "the next item")
+        assert store.active_version() == version
+    finally:
+        worker.close()
+    restarted = EmbedWorker(settings)  # raised "does not say which model built it" before
+    assert restarted.version == version
+    restarted.close()
+    meta = store.describe(version)
+    assert meta is not None and meta["model"] == "hashing:16"
+    assert "re-declared" in caplog.text
+
+
+def test_a_restart_on_an_active_version_without_metadata_rebuilds_it(
+    hashing16: tuple[Settings, str], store: RedisVectorStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings, version = hashing16
+    send(settings, *[item(n, f"Title {n}") for n in range(10)])
+    store.set_active(version)  # the pointer an older worker restored, and nothing else
+    with pytest.raises(ConfigError, match="does not say which model built it"):
+        open_version(store, version, settings)
+    with caplog.at_level(logging.WARNING, logger=embedder_module.__name__):
+        worker = EmbedWorker(settings)
+    worker.close()
+    assert "rebuilding from the items topic" in caplog.text
+    meta = store.describe(version)
+    assert meta is not None and (meta["model"], meta["state"]) == ("hashing:16", "complete")
+    assert store.known(version) == 10 and store.active_version() == version
+
+    store.set_active("orphan")  # a version no model here loads as: build ours, switch
+    worker = EmbedWorker(settings)
+    worker.close()
+    assert store.active_version() == version and store.previous_version() == "orphan"
+
+
+def test_collect_deletes_versions_past_their_grace_but_never_active_or_previous(
+    store: RedisVectorStore,
+) -> None:
+    one = np.ones((1, 2), np.float32)
+    for version in ("a", "b", "c", "d", "e"):
+        state = "building" if version == "e" else "complete"
+        store.declare(version, encoder="h", dim=2, model="hashing:2", state=state)
+        store.put(version, ["i"], one)
+    store.put("orphan", ["i"], one)  # vectors whose metadata was lost
+    for version in ("a", "b", "c"):
+        store.set_active(version)  # a retired, b previous, c active
+    now = datetime.now(UTC)
+    first = store.collect(3600, now=now)
+    assert (first["c"], first["b"], first["e"]) == ("active", "previous", "building")
+    assert first["a"].startswith("in grace until")
+    assert first["d"] == first["orphan"] == "grace starts now"
+
+    later = now + timedelta(hours=2)
+    dry = store.collect(3600, now=later, dry_run=True)
+    assert sorted(v for v, what in dry.items() if what == "delete") == ["a", "d", "orphan"]
+    assert len(store.stored_versions()) == 6  # a dry run deletes nothing
+    done = store.collect(3600, now=later, protect=["d"])
+    assert done["d"] == "protected"
+    assert store.stored_versions() == ["b", "c", "d", "e"]
+    assert not store.client.exists(f"{store.prefix}v:a", f"{store.prefix}v:orphan")
+    assert store.get("b", ["i"], 2)[1].all()  # rollback's vectors are still there
