@@ -314,18 +314,28 @@ def run_uninterrupted(settings: Settings, tmp: Path, workers: list[WorkerProcess
     wait_until_exactly_applied(settings, _expected(records, settings), 240, workers)
 
 
+def _half_replayed(
+    settings: Settings, tmp: Path, workers: list[WorkerProcess], n: int
+) -> tuple[list[Any], WorkerProcess]:
+    """The log, with one worker started, the first half replayed and a tenth learned:
+    the moment the scenarios below break something."""
+    from driftrec.producers.replay import replay
+
+    records = _records(n)
+    worker = start_worker(settings, tmp / "data", tmp / "worker1.log")
+    workers.append(worker)
+    replay(records[: len(records) // 2], settings)
+    _wait_for_progress(settings, len(records) // 10, worker)
+    return records, worker
+
+
 def run_kill_single(settings: Settings, tmp: Path, workers: list[WorkerProcess], n: int) -> None:
     """kill -9 the only worker mid-replay; a new one resumes from snapshots and checkpoint."""
     from driftrec.producers.replay import replay
 
-    records = _records(n)
-    first = start_worker(settings, tmp / "data", tmp / "worker1.log")
-    workers.append(first)
-    half = len(records) // 2
-    replay(records[:half], settings)
-    _wait_for_progress(settings, len(records) // 10, first)
+    records, first = _half_replayed(settings, tmp, workers, n)
     first.kill()
-    replay(records[half:], settings)
+    replay(records[len(records) // 2 :], settings)
     workers.append(start_worker(settings, tmp / "data", tmp / "worker2.log"))
     wait_until_exactly_applied(settings, _expected(records, settings), 240, workers[1:])
 
@@ -392,17 +402,12 @@ def run_broker_restart(settings: Settings, tmp: Path, workers: list[WorkerProces
     broker.start()
     settings = broker.settings
     try:
-        records = _records(n)
-        worker = start_worker(settings, tmp / "data", tmp / "worker.log")
-        workers.append(worker)
-        half = len(records) // 2
-        replay(records[:half], settings)
-        _wait_for_progress(settings, len(records) // 10, worker)
+        records, worker = _half_replayed(settings, tmp, workers, n)
         broker.kill()
         time.sleep(OUTAGE_S)  # the outage itself: how long the broker stays away
         assert worker.proc.poll() is None, f"the worker exited in the outage:\n{worker.log_tail()}"
         broker.start()
-        replay(records[half:], settings)
+        replay(records[len(records) // 2 :], settings)
         wait_until_exactly_applied(settings, _expected(records, settings), 240, workers)
     finally:
         for w in workers:
@@ -444,14 +449,9 @@ def run_redis_restart(settings: Settings, tmp: Path, workers: list[WorkerProcess
     store.start()
     settings = settings.model_copy(update={"redis_url": store.url})
     try:
-        records = _records(n)
-        worker = start_worker(settings, tmp / "data", tmp / "worker.log")
-        workers.append(worker)
-        half = len(records) // 2
-        replay(records[:half], settings)
-        _wait_for_progress(settings, len(records) // 10, worker)
+        records, worker = _half_replayed(settings, tmp, workers, n)
         store.kill()
-        replay(records[half:], settings)  # the worker keeps consuming, Redis is away
+        replay(records[len(records) // 2 :], settings)  # the worker goes on, Redis is away
         deadline = time.monotonic() + 60
         while "Redis unavailable" not in worker.log_tail(20_000):  # it noticed, and waits
             assert time.monotonic() < deadline and worker.proc.poll() is None, worker.log_tail()
