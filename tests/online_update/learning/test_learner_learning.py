@@ -102,15 +102,22 @@ def test_never_seen_items_are_scored_from_their_text(
 
 @pytest.mark.slow
 def test_learn_many_throughput_mmoe_batch_512() -> None:
-    """Reference: >= 20,000 examples/s on 2 idle CPU cores (see the report for numbers)."""
+    """The default recipe (a step per 128 rows: 4 steps per batch of 512) on one torch
+    thread, as the trainer, the eval and `driftrec bench train` run it; the bench reports
+    the figure against river FM."""
     stream = SyntheticStream(StreamSpec(text_dim=384, n_dense=12, n_users=100_000, n_items=50_000))
     batches = [stream.batch(512) for _ in range(40)]
-    learner = OnlineLearner(LearnerConfig())
-    for b in batches[:10]:
-        learner.learn_many(b)
-    start = time.perf_counter()
-    for b in batches[10:]:
-        learner.learn_many(b)
-    rate = 30 * 512 / (time.perf_counter() - start)
-    print(f"learn_many MMoE batch 512: {rate:,.0f} examples/s ({torch.get_num_threads()} threads)")
-    assert rate > 5_000  # a floor that holds on a busy shared machine; the target is 20k
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        learner = OnlineLearner(LearnerConfig())
+        for b in batches[:10]:
+            learner.learn_many(b)
+        start = time.perf_counter()
+        for b in batches[10:]:
+            learner.learn_many(b)
+        rate = 30 * 512 / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    print(f"learn_many MMoE batch 512: {rate:,.0f} examples/s (1 thread)")
+    assert rate > 3_000  # a floor that holds on a busy shared machine (river FM: ~2,400/s)
