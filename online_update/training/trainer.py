@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from driftrec.core import DeadLetter, DriftrecError, Example, dead_letter, decode_examples
 from driftrec.features import FeatureEncoder, stable_hash
-from driftrec.models import Batch, ModelConfig
+from driftrec.models import Batch
 from driftrec.online_update.embeddings import RedisVectorStore
 from driftrec.online_update.learning import (
     CheckpointError,
@@ -58,7 +58,6 @@ __all__ = [
     "RecentIds",
     "Trainer",
     "TrainerBatch",
-    "default_learner_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -397,8 +396,3 @@ class Trainer:
             "freshness_p95_s": round(float(np.percentile(fresh, 95)), 4),
             "checkpoint": self.last_version.version if self.last_version else None,
         }
-
-
-def default_learner_config(arch: str, text_dim: int) -> LearnerConfig:
-    """The stream's learner: the chosen architecture over ``text_dim`` text vectors."""
-    return LearnerConfig(model=ModelConfig(arch=arch, text_dim=text_dim))  # type: ignore[arg-type]  # arch is validated by ModelConfig
