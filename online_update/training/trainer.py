@@ -388,6 +388,8 @@ class Trainer:
         fresh = np.array(self.freshness) if self.freshness else np.zeros(1)
         summary = {k: (None if v != v else round(v, 5)) for k, v in self.learner.summary().items()}
         return {
+            # The learner's fingerprint: the one `driftrec eval` reports for these settings.
+            "learner": self.learner.config.fingerprint(),
             "examples_seen": self.learner.examples_seen,
             "offsets": {str(p): o for p, o in sorted(self.offsets.items())},
             "metrics": summary,

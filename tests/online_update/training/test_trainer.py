@@ -87,6 +87,7 @@ def test_applies_each_example_once_across_a_restart(make_trainer) -> None:  # ty
     assert again.skipped_duplicates == 30 and len(again.examples) == 10
     restarted.learn(again)
     assert restarted.learner.examples_seen == 160
+    assert restarted.status()["learner"] == restarted.learner.config.fingerprint()
 
 
 def test_bad_example_is_dead_lettered_not_learned(make_trainer) -> None:  # type: ignore[no-untyped-def]
