@@ -94,9 +94,11 @@ class WidePart(nn.Module):
         self.category_offset = config.user_buckets + config.item_buckets
         rows = self.category_offset + config.category_buckets
         self.bias = nn.Embedding(rows, t, sparse=True, _weight=torch.zeros(rows, t))
-        self.linear = nn.Linear(config.n_dense, t)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
+        # No dense inputs, no linear term (torch warns about initialising empty weights).
+        self.linear = nn.Linear(config.n_dense, t) if config.n_dense else None
+        if self.linear is not None:
+            nn.init.zeros_(self.linear.weight)
+            nn.init.zeros_(self.linear.bias)
 
     def forward(self, batch: Batch, dense: torch.Tensor) -> torch.Tensor:
         """``[B, T]`` from the batch's ids and its (standardised) dense inputs."""
@@ -109,5 +111,5 @@ class WidePart(nn.Module):
             ),
             dim=1,
         )  # [B, 3]
-        out: torch.Tensor = self.bias(ids).sum(dim=1) + self.linear(dense)
-        return out
+        out: torch.Tensor = self.bias(ids).sum(dim=1)
+        return out if self.linear is None else out + self.linear(dense)

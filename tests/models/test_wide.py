@@ -76,7 +76,7 @@ def test_standardised_inputs_reach_both_parts() -> None:
     model.observe_dense(batch.dense)
     assert model.wide is not None
     with torch.no_grad():
-        model.wide.linear.weight[0, 0] = 1.0  # click logit += standardised dense[0]
+        model.wide.linear.weight[0, 0] = 1.0  # type: ignore[union-attr]  # n_dense=3: built
     shifted = type(batch)(**{**batch.__dict__, "dense": batch.dense * 100 + 7})
     plain = MultiTaskModel(small(standardise_dense=False))
     assert plain.dense_norm is None
