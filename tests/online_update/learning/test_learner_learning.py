@@ -12,6 +12,7 @@ import torch
 from driftrec.models import ModelConfig
 from driftrec.models.batch import Batch
 from driftrec.models.synthetic import StreamSpec, SyntheticStream
+from driftrec.online_update.evaluation import make_river_fm, river_features
 from driftrec.online_update.learning.learner import LearnerConfig, OnlineLearner
 from sklearn.metrics import roc_auc_score
 
@@ -103,8 +104,9 @@ def test_never_seen_items_are_scored_from_their_text(
 @pytest.mark.slow
 def test_learn_many_throughput_mmoe_batch_512() -> None:
     """The default recipe (a step per 128 rows: 4 steps per batch of 512) on one torch
-    thread, as the trainer, the eval and `driftrec bench train` run it; the bench reports
-    the figure against river FM."""
+    thread, as the trainer, the eval and `driftrec bench train` run it, against river's
+    FM learning the same rows in the same test: a ratio holds on a loaded machine where
+    an absolute floor does not (issue 10's goal: >= 2x river FM)."""
     stream = SyntheticStream(StreamSpec(text_dim=384, n_dense=12, n_users=100_000, n_items=50_000))
     batches = [stream.batch(512) for _ in range(40)]
     threads = torch.get_num_threads()
@@ -119,5 +121,15 @@ def test_learn_many_throughput_mmoe_batch_512() -> None:
         rate = 30 * 512 / (time.perf_counter() - start)
     finally:
         torch.set_num_threads(threads)
-    print(f"learn_many MMoE batch 512: {rate:,.0f} examples/s (1 thread)")
-    assert rate > 3_000  # a floor that holds on a busy shared machine (river FM: ~2,400/s)
+    rows = river_features(batches[10].slice(0, 2048))
+    labels = [y > 0.5 for y in batches[10].click.tolist()[:2048]]  # type: ignore[union-attr]
+    fm = make_river_fm(12)
+    start = time.perf_counter()
+    for x, y in zip(rows, labels, strict=True):
+        fm.learn_one(x, y)
+    river_rate = len(rows) / (time.perf_counter() - start)
+    print(
+        f"learn_many MMoE batch 512: {rate:,.0f} examples/s (1 thread), "
+        f"river FM {river_rate:,.0f}/s"
+    )
+    assert rate > 2 * river_rate
