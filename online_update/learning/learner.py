@@ -128,6 +128,7 @@ class StepResult:
     batch_size: int
     predictions: dict[str, np.ndarray]
     losses: dict[str, float]
+    #: The balanced training objective, averaged over the batch's steps (row-weighted).
     loss: float
     task_weights: dict[str, float]
     metrics: dict[str, float]
