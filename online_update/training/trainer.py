@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import time
 import uuid
@@ -141,6 +142,8 @@ class Trainer:
         self.topic = topic
         self.policy = policy or PromotionPolicy()
         self.learner = OnlineLearner(learner_config)
+        #: The learner the settings ask for; a resumed checkpoint keeps its own (see resume).
+        self.learner_config = learner_config
         self.text_dim = learner_config.model.text_dim
         self.encoder = FeatureEncoder(self.text_dim)
         self.offsets: dict[int, int] = {}  # partition -> last applied offset
@@ -175,6 +178,7 @@ class Trainer:
                 "must be shared by every worker that can run the trainer"
             )
         learner, meta = load_checkpoint(path)
+        self._warn_if_settings_differ(learner.config)
         extra = read_extra(path)
         self.checkpoint_path = path
         self.learner = learner
@@ -199,6 +203,23 @@ class Trainer:
         return True
 
     # -- the hot path ---------------------------------------------------------------------
+
+    def _warn_if_settings_differ(self, resumed: LearnerConfig) -> None:
+        """A checkpoint's state only fits its own config, so the trainer continues with it;
+        say so when the settings ask for another learner (the text width aside: it follows
+        the embedding version)."""
+        asked = dataclasses.replace(
+            self.learner_config,
+            model=dataclasses.replace(self.learner_config.model, text_dim=resumed.model.text_dim),
+        )
+        if asked.fingerprint() != resumed.fingerprint():
+            log.warning(
+                "resumed a checkpoint of learner %s while the settings give learner %s; "
+                "training continues with the checkpoint's (use a new DRIFTREC_APP_ID or data "
+                "directory to train the settings' learner from scratch)",
+                resumed.fingerprint(),
+                asked.fingerprint(),
+            )
 
     def prepare(self, messages: Sequence[tuple[int, int, bytes | None, float]]) -> TrainerBatch:
         """(partition, offset, value, produced_at) messages -> examples not yet applied.
