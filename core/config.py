@@ -125,6 +125,41 @@ class DriftrecConfig(BaseModel):
     model_arch: Literal["mmoe", "ple", "shared-bottom"] = Field(
         "mmoe", description="Multi-task architecture."
     )
+    # The learner's recipe: the live trainer and `driftrec eval` both build their
+    # LearnerConfig from these (driftrec.online_update.learning.learner_config).
+    learner_balancing: Literal["fixed", "uncertainty", "gradnorm"] = Field(
+        "fixed", description="Task balancing: fixed weights, uncertainty weighting or GradNorm."
+    )
+    learner_gradnorm_alpha: float = Field(1.5, gt=0, description="GradNorm's alpha.")
+    learner_lr_head: float = Field(
+        1e-2, gt=0, description="Adam rate of towers, gates and task experts."
+    )
+    learner_lr_shared: float = Field(
+        1e-2, gt=0, description="Adam rate of the text projection, bottom and shared experts."
+    )
+    learner_lr_embedding: float = Field(
+        3e-2, gt=0, description="SparseAdam rate of the user/item/category embeddings."
+    )
+    learner_lr_balance: float = Field(1e-2, gt=0, description="Rate of the balancer's weights.")
+    learner_lr_wide: float = Field(
+        0.1, gt=0, description="Adagrad rate of the wide part (id biases, linear term)."
+    )
+    learner_micro_batch: int = Field(
+        128, ge=1, description="Rows per gradient step; a larger batch takes more steps."
+    )
+    learner_shared_every: int = Field(
+        1, ge=1, description="Shared layers and embeddings step every this many steps."
+    )
+    learner_wide: bool = Field(
+        True, description="Wide part per task: id biases + linear term over dense inputs."
+    )
+    learner_standardise: bool = Field(
+        True, description="Standardise dense inputs with running statistics (in checkpoints)."
+    )
+    learner_norm_horizon: int = Field(
+        100_000, ge=1, description="Rows the running dense statistics average over."
+    )
+    learner_seed: int = Field(0, ge=0, description="Seed of the model's initial weights.")
     text_model: str = Field(
         "minilm",
         description="Text encoder: minilm (packaged), hashing[:dim], or a local HF model directory.",

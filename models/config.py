@@ -67,6 +67,12 @@ class ModelConfig:
     ple_shared_experts: int = 2
     ple_task_experts: int = 1
     tower_sizes: tuple[int, ...] = (32,)
+    #: Standardise ``Batch.dense`` with running statistics (``models.wide``) before use.
+    standardise_dense: bool = True
+    #: Rows the running dense statistics average over (a running mean beyond that).
+    norm_horizon: int = 100_000
+    #: A wide (first-order) part per task: id biases + a linear term over the dense inputs.
+    wide: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -83,6 +89,7 @@ class ModelConfig:
             "n_experts",
             "ple_layers",
             "ple_shared_experts",
+            "norm_horizon",
         )
         for name in positive:
             if getattr(self, name) < 1:

@@ -70,7 +70,8 @@ class FeatureEncoder(nn.Module):
             width += 2 * p + 1 + (p if config.interactions else 0)
         self.out_dim = width
 
-    def forward(self, batch: Batch) -> torch.Tensor:
+    def forward(self, batch: Batch, dense: torch.Tensor | None = None) -> torch.Tensor:
+        """``dense`` replaces ``batch.dense`` (the model passes it standardised)."""
         cfg = self.config
         u = self.user(torch.remainder(batch.user, cfg.user_buckets))
         i = self.item(torch.remainder(batch.item, cfg.item_buckets))
@@ -85,5 +86,5 @@ class FeatureEncoder(nn.Module):
             parts += [t, s, batch.has_text.unsqueeze(1)]
             if cfg.interactions:
                 parts.append(t * s)
-        parts.append(batch.dense)
+        parts.append(batch.dense if dense is None else dense)
         return torch.cat(parts, dim=1)

@@ -4,16 +4,22 @@
 ``config.tasks`` order): logits for binary tasks, the predicted label value for
 regression tasks. ``driftrec.models.losses.predict`` turns them into predictions.
 
-Parameters fall into three update groups (``parameter_groups``): ``"embedding"``
-(sparse id tables), ``"shared"`` (text projection, bottom, shared experts) and
-``"head"`` (gates, task-specific experts, towers). The online learner updates
-heads every batch and the rest on a slower cadence.
+Beside the deep towers sits a wide part (``driftrec.models.wide``): per-task id biases
+and a linear term over the dense inputs, added to the towers' output. The dense inputs
+reach both parts standardised by running statistics (buffers of the model, moved only
+by ``observe_dense``, which the learner calls after learning from a batch).
+
+Parameters fall into four update groups (``parameter_groups``): ``"embedding"``
+(sparse id tables), ``"shared"`` (text projection, bottom, shared experts),
+``"head"`` (gates, task-specific experts, towers) and ``"wide"`` (the wide part, empty
+without one). The online learner updates heads and the wide part on every step and the
+rest on a slower cadence.
 
 >>> import torch
 >>> from driftrec.models.config import ModelConfig
 >>> model = MultiTaskModel(ModelConfig(arch="ple", text_dim=8, n_dense=0, user_buckets=10))
 >>> sorted(model.parameter_groups())
-['embedding', 'head', 'shared']
+['embedding', 'head', 'shared', 'wide']
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from driftrec.models.batch import Batch
 from driftrec.models.config import ModelConfig
 from driftrec.models.encoders import FeatureEncoder
 from driftrec.models.layers import BatchedLinear, BatchedMLP, CGCLayer
+from driftrec.models.wide import RunningStandardiser, WidePart
 from torch import nn
 
 __all__ = ["GatedExperts", "MultiTaskModel", "SharedBottom"]
@@ -117,6 +124,14 @@ class MultiTaskModel(nn.Module):
             self.towers = BatchedMLP(
                 config.n_tasks, backbone.out_dim, (*config.tower_sizes, 1), final_activation=False
             )
+            # Built last (and zero-initialised): the deep part's initial weights do not
+            # depend on whether the model has a wide part.
+            self.wide = WidePart(config) if config.wide else None
+        self.dense_norm = (
+            RunningStandardiser(config.n_dense, horizon=config.norm_horizon)
+            if config.standardise_dense
+            else None
+        )
         # Regression towers learn a residual around a running mean of their label: a tower
         # that starts at 0 against labels around 3 would send huge early gradients into
         # the shared layers and embeddings of the observed (e.g. clicked) rows only.
@@ -124,9 +139,17 @@ class MultiTaskModel(nn.Module):
         self.register_buffer("label_count", torch.zeros(config.n_tasks))
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        h = self.backbone(self.encoder(batch))  # [T, B, H]
+        dense = batch.dense if self.dense_norm is None else self.dense_norm(batch.dense)
+        h = self.backbone(self.encoder(batch, dense))  # [T, B, H]
         out: torch.Tensor = self.towers(h).squeeze(-1).transpose(0, 1)  # [B, T]
+        if self.wide is not None:
+            out = out + self.wide(batch, dense)
         return out + self.label_offset
+
+    def observe_dense(self, dense: torch.Tensor) -> None:
+        """Merge a batch's raw dense inputs into the running statistics (no-op without)."""
+        if self.dense_norm is not None:
+            self.dense_norm.observe(dense)
 
     @torch.no_grad()
     def observe_labels(
@@ -152,6 +175,7 @@ class MultiTaskModel(nn.Module):
             "embedding": embedding,
             "shared": shared + backbone_shared,
             "head": backbone_head + list(self.towers.parameters()),
+            "wide": [] if self.wide is None else list(self.wide.parameters()),
         }
 
     def last_shared_weight(self) -> nn.Parameter:

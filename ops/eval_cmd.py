@@ -2,7 +2,10 @@
 
 Reads a log through the producers' readers (no Kafka), runs the systems of
 ``driftrec.online_update.evaluation.runner`` side by side, prints a table, optionally writes a PNG of
-rolling click AUC, and with ``--json`` prints one JSON object as the last line.
+windowed click AUC over time (the oracle's too, on a synthetic log), and with ``--json``
+prints one JSON object as the last line: the metrics per system, ``oracle_click_auc``,
+the learner's fingerprint and configuration (the one the live trainer runs with the same
+settings), and the windowed click AUC per system (``windows``).
 
 ``--option`` pairs go to the log reader, except ``eval.<field>=<value>``, which sets a
 field of ``EvalConfig`` (``eval.batch_size=128``, ``eval.systems=online,static``).
@@ -20,7 +23,7 @@ import math
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from driftrec.core import ConfigError
 from driftrec.ops.settings import Settings
@@ -35,6 +38,7 @@ _COLUMNS = (
     ("dwell_mae", "dwell MAE"),
     ("cold_click_auc", "cold AUC"),
     ("post_drift_click_auc", "post-drift AUC"),
+    ("oracle_share", "oracle share"),
 )
 
 
@@ -80,15 +84,35 @@ def format_table(report: Any) -> list[str]:
         f"cold rows {report.cold_share:.0%} of examples; post-drift rows "
         f"{report.post_drift_share:.0%}; dwell MAE in log1p(seconds)",
     ]
+    if report.oracle_click_auc is not None:
+        lines.append(
+            f"oracle click AUC (the log's true click probabilities) {report.oracle_click_auc:.4f}"
+        )
+    if report.learner:
+        lines.append(
+            f"learner {report.learner['fingerprint']} (driftrec systems; "
+            "the trainer runs the same with these settings)"
+        )
     return lines
 
 
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
 def _rounded(report_json: dict[str, Any]) -> dict[str, Any]:
-    systems = {
-        name: {k: None if v is None else round(float(v), 4) for k, v in metrics.items()}
+    """The JSON line: metrics and window AUCs to 4 decimals."""
+    out = dict(report_json)
+    out["systems"] = {
+        name: {k: _round(v) for k, v in metrics.items()}
         for name, metrics in report_json["systems"].items()
     }
-    return {"events": report_json["events"], "systems": systems}
+    out["oracle_click_auc"] = _round(report_json["oracle_click_auc"])
+    out["windows"] = {
+        name: {"event": w["event"], "click_auc": [_round(v) for v in w["click_auc"]]}
+        for name, w in report_json["windows"].items()
+    }
+    return out
 
 
 def run_eval(
@@ -103,7 +127,7 @@ def run_eval(
 ) -> int:
     """``driftrec eval``: print the table, write the PNG, print the JSON line last."""
     from driftrec.features import joiner_config
-    from driftrec.models import ARCHS, Arch
+    from driftrec.models import ARCHS
     from driftrec.online_update.embeddings import CachedEncoder, load_text_encoder
     from driftrec.online_update.evaluation import evaluate_source
     from driftrec.ops.plots import plot_rolling_auc
@@ -114,6 +138,8 @@ def run_eval(
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1 event, got {limit}")
     config, reader = split_options(options)
+    # --model overrides the setting; everything else of the learner comes from settings.
+    learner_settings = settings.model_copy(update={"model_arch": model})
     encoder = CachedEncoder(
         load_text_encoder(settings.text_model), settings.data_dir / "text-cache", flush_every=512
     )
@@ -124,7 +150,7 @@ def run_eval(
             encoder,
             limit=limit,
             options=reader,
-            arch=cast(Arch, model),
+            settings=learner_settings,
             config=config,
             joiner=joiner_config(settings),
             on_event=advance,

@@ -25,6 +25,7 @@ _COLOURS = {
     "river_lr": "tab:gray",
     "river_fm": "tab:purple",
     "online_no_text": "tab:green",
+    "oracle": "tab:brown",  # the log's true click probabilities (synthetic logs)
 }
 
 

@@ -95,7 +95,8 @@ def render(now: Snapshot, before: Snapshot | None) -> Group:
     )
     header.add_row(
         f"active model [bold]{now.active_model or '-'}[/]",
-        f"last checkpoint {now.trainer.get('checkpoint') or '-'}",
+        f"last checkpoint {now.trainer.get('checkpoint') or '-'}  "
+        f"learner {now.trainer.get('learner') or '-'}",
         f"embeddings {now.embedding_version or 'none yet'}",
     )
     alarms = now.trainer.get("alarms", [])[-6:]

@@ -19,11 +19,21 @@ the sparse-id feature. An item is yielded once, just before the first event that
 it, with ``ts`` = that event's time; news never shown is not yielded. Bad news.tsv rows
 are yielded as ``Rejected`` before any event, and events for them become "unknown item".
 
-A malformed row (columns, time, label) is rejected whole; a token whose news id is not
-in news.tsv is rejected alone and the row's other tokens keep their positions. Times
+A malformed row (columns, time, label) is rejected whole. A token whose news id has no
+news.tsv row (real MIND subsets lack some) still counts: its impression and click are
+yielded with no ``Item`` before them, so the stream scores the item from its id alone
+(no text, no category) and the replay summary counts it as an item without a catalog
+row. Times
 ("11/11/2019 9:05:58 AM") are read as UTC. Event ids are ``mind:<impression id>-<hash of
 impression id, user, time>:<position>:<i|c>``, so replaying a file gives the same ids and
 train/dev splits (which reuse impression ids) do not collide.
+
+Order: behaviors.tsv is not sorted by time. By default rows stream in file order, in
+constant memory. ``time_order=True`` yields them by time (ties in file order): rows are
+sorted in runs of ``chunk_rows`` spilled to temporary files and merged, so memory stays
+bounded by one run however large the file; malformed rows are then rejected before any
+event, and each click (1 s after its impression) waits until every row that starts
+before it has been yielded, so event time never goes back.
 
 >>> parse_mind_time("11/11/2019 9:05:58 PM").isoformat()
 '2019-11-11T21:05:58+00:00'
@@ -35,13 +45,18 @@ True
 
 from __future__ import annotations
 
+import contextlib
+import heapq
+import itertools
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import IO
 
 from driftrec.core import Click, ConfigError, Impression, Item, explain
 from driftrec.producers.lines import digest, is_undecodable, open_text, reject
-from driftrec.producers.records import Record
+from driftrec.producers.records import Record, Rejected
 from pydantic import ValidationError
 
 __all__ = ["BEHAVIORS_FILE", "NEWS_FILE", "parse_mind_time", "read_mind"]
@@ -58,11 +73,16 @@ _UNSEEN = datetime(1970, 1, 1, tzinfo=UTC)
 _Token = tuple[str, int | None]
 
 
-def read_mind(path: str | Path) -> Iterator[Record]:
-    """Records of a MIND folder (or its behaviors.tsv), streamed in file order.
+def read_mind(
+    path: str | Path, *, time_order: bool = False, chunk_rows: int = 100_000
+) -> Iterator[Record]:
+    """Records of a MIND folder (or its behaviors.tsv), in file order or (``time_order``)
+    in time order, sorting runs of ``chunk_rows`` rows at a time.
 
     Raises ``ConfigError`` at once when behaviors.tsv or news.tsv is missing.
     """
+    if chunk_rows < 1:
+        raise ConfigError(f"chunk_rows must be >= 1, got {chunk_rows}")
     path = Path(path)
     behaviors = path / BEHAVIORS_FILE if path.is_dir() else path
     news = behaviors.parent / NEWS_FILE
@@ -75,7 +95,7 @@ def read_mind(path: str | Path) -> Iterator[Record]:
         raise ConfigError(
             f"{news} not found: MIND items are read from {NEWS_FILE} beside {behaviors.name}"
         )
-    return _read(behaviors, news)
+    return _read(behaviors, news, time_order, chunk_rows)
 
 
 def parse_mind_time(text: str) -> datetime | None:
@@ -93,15 +113,74 @@ def parse_mind_time(text: str) -> datetime | None:
         return None
 
 
-def _read(behaviors: Path, news: Path) -> Iterator[Record]:
+def _read(behaviors: Path, news: Path, time_order: bool, chunk_rows: int) -> Iterator[Record]:
     catalog: dict[str, Item] = {}
     yield from _load_news(news, catalog)
     shown: set[str] = set()
-    with open_text(behaviors) as lines:
-        for line_no, line in enumerate(lines, 1):
-            text = line.rstrip("\r\n")
-            if text.strip():
-                yield from _behavior(behaviors, line_no, text, catalog, shown)
+    if not time_order:
+        with open_text(behaviors) as lines:
+            for line_no, line in enumerate(lines, 1):
+                text = line.rstrip("\r\n")
+                if text.strip():
+                    yield from _behavior(behaviors, line_no, text, catalog, shown)
+        return
+    due: list[tuple[datetime, int, Click]] = []  # clicks waiting for their time
+    order = itertools.count()
+    for row in _rows_by_time(behaviors, chunk_rows):
+        if isinstance(row, Rejected):
+            yield row
+            continue
+        seconds, line_no, text = row
+        now = datetime.fromtimestamp(seconds, UTC)
+        while due and due[0][0] <= now:
+            yield heapq.heappop(due)[2]
+        for record in _behavior(behaviors, line_no, text, catalog, shown):
+            if isinstance(record, Click):
+                heapq.heappush(due, (record.ts, next(order), record))
+            else:
+                yield record
+    while due:
+        yield heapq.heappop(due)[2]
+
+
+_Row = tuple[int, int, str]  # (epoch seconds, line number, text)
+
+
+def _rows_by_time(path: Path, chunk_rows: int) -> Iterator[_Row | Rejected]:
+    """Valid rows sorted by (time, line) with runs of ``chunk_rows`` spilled to temporary
+    files and merged; malformed rows (rejected) come first, as they are met."""
+    run: list[_Row] = []
+    with contextlib.ExitStack() as spills:
+        files: list[IO[str]] = []
+        with open_text(path) as lines:
+            for line_no, line in enumerate(lines, 1):
+                text = line.rstrip("\r\n")
+                if not text.strip():
+                    continue
+                parsed = _parse_behavior(text)
+                if isinstance(parsed, str):
+                    yield reject(path, line_no, parsed, text)
+                    continue
+                run.append((int(parsed[3].timestamp()), line_no, text))
+                if len(run) >= chunk_rows:
+                    files.append(_spill(spills, run))
+                    run = []
+        run.sort()
+        yield from heapq.merge(*(_unspill(f) for f in files), run)
+
+
+def _spill(stack: contextlib.ExitStack, run: list[_Row]) -> IO[str]:
+    spill = stack.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8", newline="\n"))  # noqa: SIM115  # the caller's ExitStack closes it
+    for seconds, line_no, text in sorted(run):
+        spill.write(f"{seconds}\t{line_no}\t{text}\n")
+    spill.seek(0)
+    return spill
+
+
+def _unspill(spill: IO[str]) -> Iterator[_Row]:
+    for line in spill:
+        seconds, line_no, text = line.rstrip("\n").split("\t", 2)
+        yield int(seconds), int(line_no), text
 
 
 def _load_news(path: Path, catalog: dict[str, Item]) -> Iterator[Record]:
@@ -188,14 +267,9 @@ def _behavior(
     key = f"mind:{impression_id}-{digest(impression_id, user_id, time_text)}"
     context: dict[str, bool | int | float | str] = {"impression_id": impression_id}
     # Build every event before yielding any, so an invalid row is rejected whole.
-    planned: list[tuple[str, list[Impression | Click]] | str] = []
+    planned: list[tuple[str, list[Impression | Click]]] = []
     try:
         for position, (news_id, label) in enumerate(tokens):
-            if news_id not in catalog:
-                planned.append(
-                    f"unknown item {news_id!r} at position {position}: not in {NEWS_FILE}"
-                )
-                continue
             events: list[Impression | Click] = [
                 Impression(
                     event_id=f"{key}:{position}:i",
@@ -217,12 +291,8 @@ def _behavior(
     except ValidationError as error:
         yield reject(source, line_no, f"invalid impression row: {explain(error)}", text)
         return
-    for entry in planned:
-        if isinstance(entry, str):
-            yield reject(source, line_no, entry, text)
-            continue
-        news_id, events = entry
-        if news_id not in shown:
+    for news_id, events in planned:
+        if news_id not in shown and news_id in catalog:
             shown.add(news_id)
             yield catalog[news_id].model_copy(update={"ts": ts})
         yield from events

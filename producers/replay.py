@@ -30,6 +30,8 @@ class ReplaySummary:
 
     sent: Counter[str] = field(default_factory=Counter)
     items: int = 0
+    #: Items events refer to that the log never announced (no catalog row, no text).
+    uncatalogued: int = 0
     rejected: int = 0
     seconds: float = 0.0
 
@@ -46,6 +48,8 @@ class ReplaySummary:
         return [
             f"sent {self.events} events ({per_type}) and {self.items} items "
             f"in {self.seconds:.1f} s ({self.events_per_s:,.0f} events/s)",
+            f"{self.uncatalogued} items shown without a catalog row (scored from their id, "
+            "no text)",
             f"rejected {self.rejected} rows"
             + (" (see the dead-letter topic)" if self.rejected else ""),
         ]
@@ -74,10 +78,14 @@ def encode_records(records: Iterable[Record]) -> Iterator[Encoded]:
     """Records as what goes on the wire: ``(kind, key, value, event time)``.
 
     ``kind`` is ``"item"``, ``"rejected"`` or the event type; rejected rows become
-    dead letters carrying their file, line and reason.
+    dead letters carrying their file, line and reason. An event whose item the log has
+    not announced is preceded, the first time, by ``("uncatalogued", item id, b"", ts)``:
+    nothing is sent for it, the replay only counts it.
     """
+    announced: set[str] = set()
     for record in records:
         if isinstance(record, Item):
+            announced.add(record.item_id)
             yield "item", record.item_id.encode(), encode(record), 0.0
         elif isinstance(record, Rejected):
             letter = DeadLetter(
@@ -90,7 +98,11 @@ def encode_records(records: Iterable[Record]) -> Iterator[Encoded]:
             )
             yield "rejected", record.source.encode(), encode(letter), 0.0
         else:
-            yield record.type, record.user_id.encode(), encode(record), record.ts.timestamp()
+            ts = record.ts.timestamp()
+            if record.item_id not in announced:
+                announced.add(record.item_id)
+                yield "uncatalogued", record.item_id.encode(), b"", ts
+            yield record.type, record.user_id.encode(), encode(record), ts
 
 
 def replay(
@@ -127,6 +139,9 @@ def replay_encoded(
     started = time.perf_counter()
     try:
         for kind, key, value, ts in encoded:
+            if kind == "uncatalogued":
+                summary.uncatalogued += 1
+                continue
             topic = topics.get(kind)
             if topic is None:
                 pacer.wait_for(ts)

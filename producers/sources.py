@@ -122,8 +122,8 @@ def _open_path(path: Path, fmt: str, options: dict[str, str]) -> Iterator[Record
     if fmt == "mind":
         from driftrec.producers.mind import read_mind
 
-        _no_other_options(fmt, options, ())
-        return read_mind(path)
+        _no_other_options(fmt, options, ("time_order",))
+        return read_mind(path, time_order=_flag(options.get("time_order", "false")))
     if fmt == "movielens":
         from driftrec.producers.movielens import read_movielens
 

@@ -29,6 +29,11 @@ so one config always gives byte-identical records, event ids included):
   hands its interest mass to another. ``abrupt`` swaps at once; ``gradual`` moves each
   affected user linearly from old to new interests over ``span * n_events`` events.
 
+The true click probability of every impression (the position-based model above, the
+ceiling any click model can reach on this log) is ``SyntheticLog.click_probabilities()``,
+in the order the impressions appear in ``records()``; ``driftrec eval`` scores every system
+against it (``oracle_share``).
+
 Records come in timestamp order (items included, each before its first reference);
 ``n_events`` is the exact number of impression/click/conversion/dwell events. Outcomes
 still pending when the cap is reached are dropped, so the last impressions may lack them.
@@ -81,7 +86,8 @@ __all__ = [
 
 Floats: TypeAlias = npt.NDArray[np.float64]
 Ints: TypeAlias = npt.NDArray[np.int64]
-# (ts seconds, seq, kind, user, item, position, value, session, slate size)
+# (ts seconds, seq, kind, user, item, position, value, session, slate size); value: the
+# click probability of an impression, the seconds of a dwell, 0 otherwise
 _Raw: TypeAlias = tuple[float, int, int, int, int, int, float, int, int]
 _IMPRESSION, _CLICK, _CONVERSION, _DWELL, _ITEM = range(5)
 _SESSIONS_PER_CHUNK = 16  # state (drift, catalog) changes between chunks of sessions
@@ -260,6 +266,7 @@ class _World:
         affinity = self._interests(users)[session_of, topic]
         attraction = _sigmoid(cfg.ctr_intercept + cfg.affinity_weight * affinity + quality)
         examined = (1.0 + position) ** -cfg.position_decay
+        p_click = (examined * attraction).tolist()
         c = np.flatnonzero(out.random(n) < examined * attraction)
         clicked = shown[c] + 1.0 + out.lognormal(math.log(4.0), 0.6, len(c))
         dwell_mu = math.log(cfg.dwell_median_s) + affinity[c] + 0.3 * quality[c]
@@ -271,7 +278,9 @@ class _World:
         item_of, slate = items.tolist(), sizes[session_of].tolist()
         sess = (session_of + session0).tolist()
         for i, (t, pos) in enumerate(zip(shown.tolist(), position.tolist(), strict=True)):
-            yield self._raw(t, _IMPRESSION, user_of[i], item_of[i], pos, 0.0, sess[i], slate[i])
+            yield self._raw(
+                t, _IMPRESSION, user_of[i], item_of[i], pos, p_click[i], sess[i], slate[i]
+            )
         for j, i in enumerate(c.tolist()):
             t, sec, u, it = float(clicked[j]), float(dwell[j]), user_of[i], item_of[i]
             yield self._raw(t, _CLICK, u, it)
@@ -327,6 +336,14 @@ class SyntheticLog:
                 yield Dwell(event_id=eid, user_id=uid, item_id=iid, ts=when, seconds=value)
             else:
                 yield Conversion(event_id=eid, user_id=uid, item_id=iid, ts=when)
+
+    def click_probabilities(self) -> Floats:
+        """The true click probability of each impression, in ``records()`` order (one pass
+        over the raw simulation, no records built)."""
+        return np.array(
+            [raw[6] for raw in _World(self.config).run() if raw[2] == _IMPRESSION],
+            dtype=np.float64,
+        )
 
     @property
     def drift_points(self) -> list[DriftPoint]:

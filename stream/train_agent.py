@@ -31,7 +31,7 @@ from driftrec.online_update.training import (
     FencedOut,
     PendingCheckpoint,
     Trainer,
-    default_learner_config,
+    learner_config,
 )
 from driftrec.stream.batches import current
 from driftrec.stream.offsets import commit, rewind
@@ -57,7 +57,7 @@ def build_trainer(settings: DriftrecConfig, client: redis.Redis) -> Trainer:
     text_dim = int(described["dim"]) if described else 384
     registry = open_registry(settings)
     trainer = Trainer(
-        learner_config=default_learner_config(settings.model_arch, text_dim),
+        learner_config=learner_config(settings, text_dim),
         registry=registry,
         vectors=vectors,
         checkpoint_dir=Path(settings.data_dir) / "trainer" / settings.app_id,

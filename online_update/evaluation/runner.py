@@ -18,6 +18,18 @@ Metrics (sklearn, on the collected predictions of the whole stream):
   ``cold_impressions`` impressions in the log.
 - ``post_drift_click_auc``: click AUC on impressions within ``post_drift_events``
   events after a drift point (None without drift points).
+- ``oracle_share``: when the log knows each impression's true click probability (the
+  synthetic generator does), ``(click_auc - 0.5) / (oracle_click_auc - 0.5)``, where
+  ``oracle_click_auc`` is the AUC of those true probabilities on the same rows: the share
+  of the log's attainable ranking quality a system reaches (None otherwise).
+
+Over time, per system: click AUC over consecutive windows of ``rolling_window`` examples
+(in impression order; ``EvalReport.curves``, in ``--json`` as ``windows``), and the
+oracle's on the same windows, so a plot shows the recovery after each drift.
+
+The driftrec systems (``online``, ``static``, ``periodic``, ``online_no_text``) run the
+learner the stream trains, ``learner_config(settings, text_dim)``; the report names its
+fingerprint and configuration.
 
 A metric that does not apply (a river model has no conversion output, a slice
 holds one class only) is None.
@@ -30,6 +42,7 @@ holds one class only) is None.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,9 +51,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from driftrec.core import ConfigError, Impression
+from driftrec.core import ConfigError, DriftrecConfig, Impression
 from driftrec.features import DENSE_FEATURES, JoinerConfig
-from driftrec.models import Arch, ModelConfig
 from driftrec.online_update.embeddings import TextEncoder
 from driftrec.online_update.evaluation.baselines import (
     EvalSystem,
@@ -59,7 +71,7 @@ from driftrec.online_update.evaluation.eval_stream import (
     ToScore,
     replay_log,
 )
-from driftrec.online_update.learning import LearnerConfig, OnlineLearner
+from driftrec.online_update.learning import LearnerConfig, OnlineLearner, learner_config
 from driftrec.producers import Record, SyntheticLog, load_config, open_source, synthetic_options
 from sklearn.metrics import roc_auc_score
 
@@ -72,7 +84,7 @@ __all__ = [
     "cold_rows",
     "evaluate",
     "evaluate_source",
-    "learner_config",
+    "oracle_share",
     "post_drift_rows",
     "rolling_auc",
     "system_metrics",
@@ -93,6 +105,7 @@ METRICS: tuple[str, ...] = (
     "dwell_mae",
     "cold_click_auc",
     "post_drift_click_auc",
+    "oracle_share",
 )
 _EPS = 1e-7
 
@@ -115,14 +128,9 @@ class EvalConfig:
     post_drift_events: int = 5_000
     #: Examples per point of the rolling click AUC curves (the plot).
     rolling_window: int = 2_000
-    #: Seeds the models (``ModelConfig.seed``), river FM and the periodic shuffles.
+    #: Seeds river FM and the periodic shuffles (the models' seed is the learner's,
+    #: ``DRIFTREC_LEARNER_SEED``, like every other learner hyper-parameter).
     seed: int = 0
-    #: Learning rates of the driftrec learners here, ``LearnerConfig``'s defaults, exposed
-    #: so an evaluation can vary them (60,000 events give only ~200 steps of 256 examples;
-    #: at 1e-3 the click AUC of the default synthetic log is ~0.06 lower).
-    lr_head: float = 1e-2
-    lr_shared: float = 1e-2
-    lr_embedding: float = 3e-2
     #: Comma-separated subset of the systems to run (all six by default).
     systems: str = "online,static,periodic,river_lr,river_fm,online_no_text"
 
@@ -133,9 +141,6 @@ class EvalConfig:
                 raise ConfigError(f"EvalConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.static_share <= 1.0 or self.cold_impressions < 0:
             raise ConfigError("EvalConfig.static_share must be in [0, 1], cold_impressions >= 0")
-        for name in ("lr_head", "lr_shared", "lr_embedding"):
-            if not getattr(self, name) > 0.0:
-                raise ConfigError(f"EvalConfig.{name} must be > 0")
 
 
 def cold_rows(item_rank: np.ndarray, cold_impressions: int) -> np.ndarray:
@@ -191,6 +196,18 @@ def system_metrics(
     return out
 
 
+def oracle_share(auc: float | None, oracle_auc: float | None) -> float | None:
+    """``(auc - 0.5) / (oracle_auc - 0.5)``; None when either is unknown or the oracle
+    ranks no better than chance.
+
+    >>> oracle_share(0.65, 0.8)
+    0.5
+    """
+    if auc is None or oracle_auc is None or oracle_auc <= 0.5:
+        return None
+    return round((auc - 0.5) / (oracle_auc - 0.5), 12)
+
+
 def rolling_auc(
     y: np.ndarray, p: np.ndarray, window: int, step: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -218,9 +235,30 @@ class EvalReport:
     #: Shares of the examples in the cold-start and post-drift slices.
     cold_share: float = 0.0
     post_drift_share: float = 0.0
+    #: AUC of the log's true click probabilities (None: the log does not know them).
+    oracle_click_auc: float | None = None
+    #: The driftrec learners' configuration and its fingerprint.
+    learner: dict[str, Any] = field(default_factory=dict)
+    #: Per example in impression order: impression number, click label, event index.
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray] = field(
+        default_factory=lambda: (np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64)),
+        repr=False,
+    )
 
     def to_json(self) -> dict[str, Any]:
-        return {"events": self.events, "systems": self.metrics}
+        windows = {
+            name: {"event": x.tolist(), "click_auc": [None if v != v else v for v in y.tolist()]}
+            for name, (x, y) in self.curves.items()
+        }
+        return {
+            "events": self.events,
+            "examples": self.examples,
+            "drift_points": list(self.drift_points),
+            "oracle_click_auc": self.oracle_click_auc,
+            "systems": self.metrics,
+            "learner": self.learner,
+            "windows": windows,
+        }
 
 
 def evaluate(
@@ -231,9 +269,11 @@ def evaluate(
     config: EvalConfig = EvalConfig(),
     joiner: JoinerConfig | None = None,
     drift_points: Sequence[int] = (),
+    oracle: np.ndarray | None = None,
     on_event: Callable[[int], None] | None = None,
 ) -> EvalReport:
     """Run ``systems`` over the log: score impressions, learn examples (module docstring).
+    ``oracle``: the true click probability of each impression, in log order.
 
     Torch runs one intra-op thread meanwhile (restored afterwards): the models are
     small, and on two contended cores a second thread cut ``learn_many`` from ~55,000
@@ -242,9 +282,25 @@ def evaluate(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _evaluate(records, systems, text_encoder, config, joiner, drift_points, on_event)
+        report = _evaluate(records, systems, text_encoder, config, joiner, drift_points, on_event)
     finally:
         torch.set_num_threads(threads)
+    if oracle is not None:
+        _add_oracle(report, oracle, config)
+    return report
+
+
+def _add_oracle(report: EvalReport, oracle: np.ndarray, config: EvalConfig) -> None:
+    """Score the true click probabilities like a system and fill ``oracle_share``."""
+    rows, labels, event_index = report.rows
+    if len(oracle) <= (rows.max() if len(rows) else -1):
+        raise ConfigError(f"the oracle knows {len(oracle)} impressions, the log has more")
+    p = oracle[rows]
+    report.oracle_click_auc = _auc(labels, p)
+    for metrics in report.metrics.values():
+        metrics["oracle_share"] = oracle_share(metrics["click_auc"], report.oracle_click_auc)
+    ends, auc = rolling_auc(labels, p, config.rolling_window)
+    report.curves["oracle"] = (event_index[ends - 1] if len(ends) else ends, auc)
 
 
 def _evaluate(
@@ -312,7 +368,7 @@ def _evaluate(
         metrics[system.name] = system_metrics(labels, p, cold, post)
         ends, auc = rolling_auc(labels["click"], p["click"], config.rolling_window)
         curves[system.name] = (event_index[ends - 1] if len(ends) else ends, auc)
-    return EvalReport(
+    report = EvalReport(
         events=counts.events,
         examples=counts.examples,
         rejected=counts.rejected,
@@ -324,36 +380,21 @@ def _evaluate(
         cold_share=float(cold.mean()) if len(cold) else 0.0,
         post_drift_share=float(post.mean()) if post is not None and len(post) else 0.0,
     )
-
-
-def learner_config(
-    config: EvalConfig, text_dim: int, arch: Arch = "mmoe", *, use_text: bool = True
-) -> LearnerConfig:
-    """The driftrec learner the evaluation runs (``online``, ``static``, ``periodic``)."""
-    model = ModelConfig(
-        arch=arch,
-        text_dim=text_dim,
-        n_dense=len(DENSE_FEATURES),
-        use_text=use_text,
-        seed=config.seed,
-    )
-    return LearnerConfig(
-        model=model,
-        lr_head=config.lr_head,
-        lr_shared=config.lr_shared,
-        lr_embedding=config.lr_embedding,
-    )
+    report.rows = (rows, labels["click"], event_index)
+    return report
 
 
 def build_systems(
-    config: EvalConfig, text_dim: int, arch: Arch = "mmoe", *, static_examples: int
+    config: EvalConfig, learner: LearnerConfig, *, static_examples: int
 ) -> list[EvalSystem]:
-    """The systems named in ``config.systems``, in that order, all fresh."""
+    """The systems named in ``config.systems``, in that order, all fresh; the driftrec
+    ones run ``learner`` (``online_no_text``: the same without text)."""
     names = [n.strip() for n in config.systems.split(",") if n.strip()]
     unknown = sorted(set(names) - set(SYSTEMS))
     if unknown or not names:
         raise ConfigError(f"unknown system(s) {unknown or names}: choose from {', '.join(SYSTEMS)}")
-    base = learner_config(config, text_dim, arch)
+    base = learner
+    no_text = dataclasses.replace(learner, model=dataclasses.replace(learner.model, use_text=False))
     n = len(DENSE_FEATURES)
     make: dict[str, Callable[[], EvalSystem]] = {
         "online": lambda: OnlineSystem("online", OnlineLearner(base)),
@@ -369,10 +410,7 @@ def build_systems(
         ),
         "river_lr": lambda: RiverClickSystem("river_lr", make_river_lr(n)),
         "river_fm": lambda: RiverClickSystem("river_fm", make_river_fm(n, seed=config.seed)),
-        "online_no_text": lambda: OnlineSystem(
-            "online_no_text",
-            OnlineLearner(learner_config(config, text_dim, arch, use_text=False)),
-        ),
+        "online_no_text": lambda: OnlineSystem("online_no_text", OnlineLearner(no_text)),
     }
     return [make[name]() for name in names]
 
@@ -384,7 +422,7 @@ def evaluate_source(
     *,
     limit: int | None = None,
     options: Mapping[str, str] | None = None,
-    arch: Arch = "mmoe",
+    settings: DriftrecConfig | None = None,
     config: EvalConfig = EvalConfig(),
     joiner: JoinerConfig | None = None,
     on_event: Callable[[int], None] | None = None,
@@ -399,20 +437,27 @@ def evaluate_source(
     """
     reader = synthetic_options(options, limit) if fmt == "synthetic" else dict(options or {})
     drifts: list[int] = []
+    oracle: np.ndarray | None = None
     if fmt == "synthetic":
-        drifts = [p.event_index for p in SyntheticLog(load_config(source, reader)).drift_points]
+        world = SyntheticLog(load_config(source, reader))
+        drifts = [p.event_index for p in world.drift_points]
+        oracle = world.click_probabilities()
     impressions = sum(
         isinstance(r, Impression) for r in open_source(source, fmt, limit=limit, options=reader)
     )
+    learner = learner_config(settings or DriftrecConfig(), text_encoder.dim)
     systems = build_systems(
-        config, text_encoder.dim, arch, static_examples=round(config.static_share * impressions)
+        config, learner, static_examples=round(config.static_share * impressions)
     )
-    return evaluate(
+    report = evaluate(
         open_source(source, fmt, limit=limit, options=reader),
         systems,
         text_encoder,
         config=config,
         joiner=joiner,
         drift_points=drifts,
+        oracle=oracle,
         on_event=on_event,
     )
+    report.learner = {"fingerprint": learner.fingerprint(), "config": learner.to_dict()}
+    return report

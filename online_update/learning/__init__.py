@@ -12,12 +12,14 @@ from driftrec.online_update.learning.checkpoint import (
 )
 from driftrec.online_update.learning.learner import LearnerConfig, OnlineLearner, StepResult
 from driftrec.online_update.learning.metrics import roc_auc
+from driftrec.online_update.learning.recipe import learner_config
 
 __all__ = [
     "CheckpointError",
     "LearnerConfig",
     "OnlineLearner",
     "StepResult",
+    "learner_config",
     "load_checkpoint",
     "read_extra",
     "roc_auc",

@@ -46,7 +46,9 @@ __all__ = [
     "save_checkpoint",
 ]
 
-FORMAT_VERSION = 1
+#: 2: the model holds running dense statistics and a wide part (with its own optimiser),
+#: and the metadata counts gradient steps (``steps_seen``), which time the shared steps.
+FORMAT_VERSION = 2
 
 
 class CheckpointError(DriftrecError):
@@ -62,6 +64,7 @@ class CheckpointMeta:
     config: dict[str, Any]
     examples_seen: int
     batches_seen: int
+    steps_seen: int
     offsets: dict[str, int]
     embedding_version: str
     metrics: dict[str, float | None]
@@ -91,6 +94,7 @@ def save_checkpoint(
         config=learner.config.to_dict(),
         examples_seen=learner.examples_seen,
         batches_seen=learner.batches_seen,
+        steps_seen=learner.steps_seen,
         offsets=offsets,
         embedding_version=embedding_version,
         metrics={k: (None if math.isnan(v) else v) for k, v in learner.summary().items()},
@@ -121,7 +125,10 @@ def save_checkpoint(
 def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], CheckpointMeta]:
     try:
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-        meta = CheckpointMeta(**json.loads(payload["meta"]))
+        fields = json.loads(payload["meta"])
+        version = fields.get("format_version")
+        if version == FORMAT_VERSION:
+            meta = CheckpointMeta(**fields)
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint at {path}") from None
     except Exception as error:
@@ -129,10 +136,10 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], CheckpointMeta]
             f"{path} is not a readable driftrec checkpoint ({type(error).__name__}: {error}); "
             "pick another version or start from a fresh learner"
         ) from None
-    if meta.format_version != FORMAT_VERSION:
+    if version != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path} has checkpoint format {meta.format_version}, this driftrec reads "
-            f"{FORMAT_VERSION}"
+            f"{path} has checkpoint format {version}, this driftrec reads {FORMAT_VERSION}: "
+            "train a fresh learner (earlier formats lack the wide part and dense statistics)"
         )
     return payload, meta
 
@@ -253,5 +260,6 @@ def _load_state(learner: OnlineLearner, payload: dict[str, Any], meta: Checkpoin
         ) from None
     learner.examples_seen = meta.examples_seen
     learner.batches_seen = meta.batches_seen
+    learner.steps_seen = meta.steps_seen
     learner.drift.alarms = [Alarm(**a) for a in meta.alarms]
     learner.drift.reset()

@@ -6,13 +6,19 @@ the batch and feeds those predictions to the prequential metrics and drift
 detectors, then updates the model, so every metric is on unseen examples. The
 learner never mutates its input and has no randomness beyond ``model.seed``.
 
-Update cadence: towers, gates, task-specific experts and the balancer step on
-every batch; shared layers (text projection, bottom, shared experts) and the
-sparse id embeddings accumulate gradients and step every ``shared_every``
-batches on their mean gradient, so no example is wasted on them. Optimisers:
-``SparseAdam`` for the embeddings, ``Adam`` for everything dense. Regression
-towers (dwell) predict a residual around a running mean of their label, which
-the learner moves after each step (``MultiTaskModel.observe_labels``).
+Step schedule: a batch is learned in micro-batches of at most ``micro_batch`` rows, one
+gradient step each (in row order), so the number of steps follows the number of
+examples, not how the stream happens to batch them: a trainer taking 2,000 examples at
+a time and an evaluation feeding 256 take about the same steps. Towers, gates,
+task-specific experts, the wide part and the balancer step on every step; shared layers
+(text projection, bottom, shared experts) and the sparse id embeddings accumulate
+gradients and step every ``shared_every`` steps on their mean gradient, so no example is
+wasted on them. Optimisers: ``SparseAdam`` for the embeddings, ``Adam`` for the rest of
+the deep model, ``Adagrad`` (rate ``lr_wide``) for the wide part. After the steps, the
+batch's dense inputs move the model's running standardisation statistics
+(``MultiTaskModel.observe_dense``), and regression towers (dwell), which predict a
+residual around a running mean of their label, move that mean after each step
+(``MultiTaskModel.observe_labels``).
 
 >>> from driftrec.models.config import ModelConfig
 >>> learner = OnlineLearner(LearnerConfig(model=ModelConfig(text_dim=8, n_dense=2)))
@@ -62,7 +68,12 @@ class LearnerConfig:
     lr_shared: float = 1e-2
     lr_embedding: float = 3e-2
     lr_balance: float = 1e-2
-    #: Shared layers and embeddings step every k batches (1 = every batch).
+    #: Adagrad rate of the wide part (id biases, linear term), stepped on every step.
+    lr_wide: float = 0.1
+    #: Rows per gradient step: a batch is learned as consecutive micro-batches of at most
+    #: this many rows (a larger batch gets more steps, not a longer one).
+    micro_batch: int = 128
+    #: Shared layers and embeddings step every k steps (1 = every step).
     shared_every: int = 1
     #: Rows in each rolling metric window.
     metric_window: int = 1000
@@ -74,9 +85,11 @@ class LearnerConfig:
     ph_min_instances: int = 30
 
     def __post_init__(self) -> None:
-        if self.shared_every < 1 or self.metric_window < 1:
-            raise ConfigError("LearnerConfig.shared_every and metric_window must be >= 1")
-        for name in ("lr_head", "lr_shared", "lr_embedding", "lr_balance"):
+        if min(self.shared_every, self.metric_window, self.micro_batch) < 1:
+            raise ConfigError(
+                "LearnerConfig.shared_every, metric_window and micro_batch must be >= 1"
+            )
+        for name in ("lr_head", "lr_shared", "lr_embedding", "lr_balance", "lr_wide"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"LearnerConfig.{name} must be > 0")
         unknown = set(self.drift_tasks or ()) - set(self.model.task_names)
@@ -115,11 +128,15 @@ class StepResult:
     batch_size: int
     predictions: dict[str, np.ndarray]
     losses: dict[str, float]
+    #: The balanced training objective, averaged over the batch's steps (row-weighted).
     loss: float
     task_weights: dict[str, float]
     metrics: dict[str, float]
     alarms: tuple[Alarm, ...]
+    #: Whether the shared layers and embeddings stepped during this batch.
     shared_updated: bool
+    #: Gradient steps taken on this batch (one per micro-batch).
+    steps: int = 1
 
 
 class OnlineLearner:
@@ -133,9 +150,11 @@ class OnlineLearner:
         groups = self.model.parameter_groups()
         self.optimizers: dict[str, torch.optim.Optimizer] = {
             "embedding": torch.optim.SparseAdam(groups["embedding"], lr=config.lr_embedding),
-            "shared": torch.optim.Adam(groups["shared"], lr=config.lr_shared),
-            "head": torch.optim.Adam(groups["head"], lr=config.lr_head),
+            "shared": torch.optim.Adam(groups["shared"], lr=config.lr_shared, foreach=True),
+            "head": torch.optim.Adam(groups["head"], lr=config.lr_head, foreach=True),
         }
+        if groups["wide"]:
+            self.optimizers["wide"] = torch.optim.Adagrad(groups["wide"], lr=config.lr_wide)
         balance_params = list(self.balancer.parameters())
         if balance_params:
             self.optimizers["balance"] = torch.optim.Adam(balance_params, lr=config.lr_balance)
@@ -150,6 +169,7 @@ class OnlineLearner:
         )
         self.examples_seen = 0
         self.batches_seen = 0
+        self.steps_seen = 0
 
     @property
     def seed(self) -> int:
@@ -172,37 +192,44 @@ class OnlineLearner:
         return {name: cols[j] for j, name in enumerate(self.config.model.task_names)}
 
     def learn_many(self, batch: Batch) -> StepResult:
-        """Score ``batch``, update metrics and drift detectors, then learn from it.
+        """Score ``batch``, update metrics and drift detectors, then learn from it in
+        micro-batches of ``micro_batch`` rows (one step each).
 
-        One forward pass serves both: its outputs are taken before any parameter
-        moves, so they equal ``predict_many(batch)`` and the metrics are prequential.
+        The predictions and losses reported are taken before any parameter moves, so
+        they equal ``predict_many(batch)`` and the metrics are prequential. A batch of at
+        most ``micro_batch`` rows takes one step from that same forward pass.
         """
         cfg = self.config
         tasks = cfg.model.tasks
         check_batch(batch, cfg.model)
         labels = _labels(batch, tasks)
         self.model.train()
-        raw = self.model(batch)
+        single = len(batch) <= cfg.micro_batch
+        with torch.set_grad_enabled(single):
+            raw = self.model(batch)
         predictions = self._columns(predict(tasks, raw.detach()))
         observed = self.metrics.update(labels, predictions)
         alarms: list[Alarm] = []
         for name, (rows, losses) in observed.items():
             alarms += self.drift.update(name, losses, rows + self.examples_seen)
 
-        losses_t, valid = task_losses(tasks, raw, batch)
-        self.optimizers["head"].zero_grad(set_to_none=True)
-        if "balance" in self.optimizers:
-            self.optimizers["balance"].zero_grad(set_to_none=True)
-        total = self.balancer.combine(losses_t, valid, self.model.last_shared_weight())
-        torch.autograd.backward(total)
-        self.optimizers["head"].step()
-        if "balance" in self.optimizers:
-            self.optimizers["balance"].step()
-            self.balancer.after_step()
-        self._observe_labels(batch)
+        if single:
+            losses_t, valid = task_losses(tasks, raw, batch)
+            total, shared_updated = self._step(batch, losses_t, valid), self._shared_due()
+            steps, loss = 1, float(total.detach())
+        else:
+            with torch.no_grad():
+                losses_t, valid = task_losses(tasks, raw, batch)
+            steps, loss, shared_updated = 0, 0.0, False
+            for lo in range(0, len(batch), cfg.micro_batch):
+                part = batch.slice(lo, lo + cfg.micro_batch)
+                part_losses, part_valid = task_losses(tasks, self.model(part), part)
+                total = self._step(part, part_losses, part_valid)
+                shared_updated |= self._shared_due()
+                loss += float(total.detach()) * len(part) / len(batch)
+                steps += 1
+        self.model.observe_dense(batch.dense)
         self.batches_seen += 1
-        shared_updated = self.batches_seen % cfg.shared_every == 0
-        self._shared_step(shared_updated)
         self.examples_seen += len(batch)
         return StepResult(
             examples_seen=self.examples_seen,
@@ -212,14 +239,40 @@ class OnlineLearner:
                 t.name: float(losses_t[j].detach()) if bool(valid[j]) else math.nan
                 for j, t in enumerate(tasks)
             },
-            loss=float(total.detach()),
+            loss=loss,
             task_weights=dict(
                 zip(cfg.model.task_names, self.balancer.weights().tolist(), strict=True)
             ),
             metrics=self.metrics.summary(),
             alarms=tuple(alarms),
             shared_updated=shared_updated,
+            steps=steps,
         )
+
+    def _step(self, batch: Batch, losses: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """One gradient step on ``batch`` from its per-task ``losses`` (with graph)."""
+        every_step = [
+            self.optimizers[k] for k in ("head", "wide", "balance") if k in self.optimizers
+        ]
+        for opt in every_step:
+            opt.zero_grad(set_to_none=True)
+        total = self.balancer.combine(losses, valid, self.model.last_shared_weight())
+        torch.autograd.backward(total)
+        # Adagrad rebuilds sparse gradients without choosing about invariant checks, and
+        # torch warns about that; opt out explicitly (the indices come from the model).
+        with torch.sparse.check_sparse_tensor_invariants(enable=False):  # type: ignore[no-untyped-call]  # torch leaves its __init__ unannotated
+            for opt in every_step:
+                opt.step()
+        if "balance" in self.optimizers:
+            self.balancer.after_step()
+        self._observe_labels(batch)
+        self.steps_seen += 1
+        self._shared_step(self._shared_due())
+        return total
+
+    def _shared_due(self) -> bool:
+        """Whether the step just taken stepped the shared layers and embeddings."""
+        return self.steps_seen % self.config.shared_every == 0
 
     def _observe_labels(self, batch: Batch) -> None:
         sums, counts = [], []

@@ -1,15 +1,17 @@
 """The trainer: the one writer of a model, fed raw messages of the examples topic by the
 stream's agent. Deduplicates, learns, follows embedding versions, checkpoints, publishes.
+Its ``LearnerConfig`` comes from the settings through ``learner_config``, the same recipe
+``driftrec eval`` runs.
 """
 
 from __future__ import annotations
 
+from driftrec.online_update.learning import learner_config
 from driftrec.online_update.training.pointer import CheckpointPointer
 from driftrec.online_update.training.trainer import (
     FencedOut,
     PendingCheckpoint,
     Trainer,
-    default_learner_config,
 )
 
 __all__ = [
@@ -17,5 +19,5 @@ __all__ = [
     "FencedOut",
     "PendingCheckpoint",
     "Trainer",
-    "default_learner_config",
+    "learner_config",
 ]

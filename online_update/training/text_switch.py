@@ -24,6 +24,8 @@ learner it returns, in the new version. Two ways, chosen by measurement:
 Either way ``text_dim`` becomes the new dimension (so a different dimension is a new
 ``ModelConfig`` and config fingerprint), every other parameter, the optimiser moments of
 the kept parameters, the task balancer, the metric windows and the counters carry over,
+and so do the wide part (id biases and the linear term read no text vector) with its
+Adagrad sums and the running statistics of the dense inputs (no text column among them),
 the drift detectors restart (a switch is a known change point, not interest drift), and
 the input learner is not modified.
 
@@ -215,6 +217,7 @@ def adopt_embedding_version(
     )
     new.drift.alarms = list(learner.drift.alarms)
     new.examples_seen, new.batches_seen = learner.examples_seen, learner.batches_seen
+    new.steps_seen = learner.steps_seen
     return new, SwitchReport(mode, old_cfg.text_dim, new_dim, n_pairs, r2)
 
 

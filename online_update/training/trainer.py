@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import time
 import uuid
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 from driftrec.core import DeadLetter, DriftrecError, Example, dead_letter, decode_examples
 from driftrec.features import FeatureEncoder, stable_hash
-from driftrec.models import Batch, ModelConfig
+from driftrec.models import Batch
 from driftrec.online_update.embeddings import RedisVectorStore
 from driftrec.online_update.learning import (
     CheckpointError,
@@ -58,7 +59,6 @@ __all__ = [
     "RecentIds",
     "Trainer",
     "TrainerBatch",
-    "default_learner_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,8 @@ class Trainer:
         self.topic = topic
         self.policy = policy or PromotionPolicy()
         self.learner = OnlineLearner(learner_config)
+        #: The learner the settings ask for; a resumed checkpoint keeps its own (see resume).
+        self.learner_config = learner_config
         self.text_dim = learner_config.model.text_dim
         self.encoder = FeatureEncoder(self.text_dim)
         self.offsets: dict[int, int] = {}  # partition -> last applied offset
@@ -176,6 +178,7 @@ class Trainer:
                 "must be shared by every worker that can run the trainer"
             )
         learner, meta = load_checkpoint(path)
+        self._warn_if_settings_differ(learner.config)
         extra = read_extra(path)
         self.checkpoint_path = path
         self.learner = learner
@@ -200,6 +203,23 @@ class Trainer:
         return True
 
     # -- the hot path ---------------------------------------------------------------------
+
+    def _warn_if_settings_differ(self, resumed: LearnerConfig) -> None:
+        """A checkpoint's state only fits its own config, so the trainer continues with it;
+        say so when the settings ask for another learner (the text width aside: it follows
+        the embedding version)."""
+        asked = dataclasses.replace(
+            self.learner_config,
+            model=dataclasses.replace(self.learner_config.model, text_dim=resumed.model.text_dim),
+        )
+        if asked.fingerprint() != resumed.fingerprint():
+            log.warning(
+                "resumed a checkpoint of learner %s while the settings give learner %s; "
+                "training continues with the checkpoint's (use a new DRIFTREC_APP_ID or data "
+                "directory to train the settings' learner from scratch)",
+                resumed.fingerprint(),
+                asked.fingerprint(),
+            )
 
     def prepare(self, messages: Sequence[tuple[int, int, bytes | None, float]]) -> TrainerBatch:
         """(partition, offset, value, produced_at) messages -> examples not yet applied.
@@ -389,6 +409,8 @@ class Trainer:
         fresh = np.array(self.freshness) if self.freshness else np.zeros(1)
         summary = {k: (None if v != v else round(v, 5)) for k, v in self.learner.summary().items()}
         return {
+            # The learner's fingerprint: the one `driftrec eval` reports for these settings.
+            "learner": self.learner.config.fingerprint(),
             "examples_seen": self.learner.examples_seen,
             "offsets": {str(p): o for p, o in sorted(self.offsets.items())},
             "metrics": summary,
@@ -397,8 +419,3 @@ class Trainer:
             "freshness_p95_s": round(float(np.percentile(fresh, 95)), 4),
             "checkpoint": self.last_version.version if self.last_version else None,
         }
-
-
-def default_learner_config(arch: str, text_dim: int) -> LearnerConfig:
-    """The stream's learner: the chosen architecture over ``text_dim`` text vectors."""
-    return LearnerConfig(model=ModelConfig(arch=arch, text_dim=text_dim))  # type: ignore[arg-type]  # arch is validated by ModelConfig

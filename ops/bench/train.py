@@ -2,8 +2,10 @@
 
 Realistic batches: the default synthetic log goes through the stream's joiner and
 feature code (``driftrec.online_update.evaluation.eval_stream.replay_log``) with the configured text
-encoder, into labelled batches of 512 examples. ``OnlineLearner.learn_many`` (MMoE,
-``LearnerConfig`` defaults) gets ``warmup`` batches untimed, then the timed ones;
+encoder, into labelled batches of 512 examples. ``OnlineLearner.learn_many`` (the learner
+the settings give the trainer, ``learner_config(settings, text_dim)``: by default MMoE with
+a wide part, standardised dense inputs and a step per 128 examples) gets ``warmup``
+batches untimed, then the timed ones;
 river's ``FMClassifier`` (as ``driftrec eval`` configures it, on the features of
 ``driftrec.online_update.evaluation.baselines.river_features``) then ``learn_one`` s the first timed
 examples, at most ``river_examples`` of them: at a few thousand examples/s more
@@ -36,7 +38,7 @@ def bench_train(
     import torch
     from driftrec.core import ConfigError
     from driftrec.features import DENSE_FEATURES
-    from driftrec.models import Batch, ModelConfig
+    from driftrec.models import Batch
     from driftrec.online_update.embeddings import CachedEncoder, load_text_encoder
     from driftrec.online_update.evaluation import (
         ItemTexts,
@@ -45,7 +47,7 @@ def bench_train(
         replay_log,
         river_features,
     )
-    from driftrec.online_update.learning import LearnerConfig, OnlineLearner
+    from driftrec.online_update.learning import OnlineLearner, learner_config
     from driftrec.producers import open_source
 
     torch.set_num_threads(1)  # see ops.eval_cmd: faster on two contended cores
@@ -64,8 +66,8 @@ def bench_train(
         raise ConfigError(f"--events {args.events} gives fewer than 2 batches of {BATCH}: raise it")
     if len(batches) < warmup + timed:  # a short log: keep most batches for timing
         warmup = len(batches) // 4
-    model = ModelConfig(arch="mmoe", text_dim=encoder.dim, n_dense=len(DENSE_FEATURES))
-    learner = OnlineLearner(LearnerConfig(model=model))
+    config = learner_config(settings, encoder.dim)
+    learner = OnlineLearner(config)
     for batch in batches[:warmup]:
         learner.learn_many(batch)
     measured = Batch.concat(batches[warmup:])
@@ -83,8 +85,11 @@ def bench_train(
         fm.learn_one(x, y)
     river_rate = len(rows) / (time.perf_counter() - started)
     return {
-        "arch": "mmoe",
+        "arch": config.model.arch,
+        "learner": config.fingerprint(),
         "batch_size": BATCH,
+        "micro_batch": config.micro_batch,
+        "steps_per_batch": -(-BATCH // config.micro_batch),
         "text_dim": encoder.dim,
         "threads": torch.get_num_threads(),
         "examples": len(measured),

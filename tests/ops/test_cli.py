@@ -49,3 +49,18 @@ def test_unknown_format_is_a_clear_error(
 def test_models_show_needs_a_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "show"]) == 2
     assert "needs a VERSION" in capsys.readouterr().err
+
+
+def test_learner_settings_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from driftrec.online_update.training import learner_config
+
+    monkeypatch.setenv("DRIFTREC_LEARNER_MICRO_BATCH", "32")
+    monkeypatch.setenv("DRIFTREC_LEARNER_LR_WIDE", "0.05")
+    monkeypatch.setenv("DRIFTREC_MODEL_ARCH", "ple")
+    settings = Settings()
+    config = learner_config(settings, text_dim=384)  # what the trainer agent builds
+    assert (config.micro_batch, config.lr_wide, config.model.arch) == (32, 0.05, "ple")
+    assert main(["config"]) == 0
+    assert "DRIFTREC_LEARNER_MICRO_BATCH" in capsys.readouterr().out

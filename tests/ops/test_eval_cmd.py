@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from driftrec.core.errors import ConfigError
 from driftrec.online_update.evaluation.runner import METRICS, SYSTEMS
+from driftrec.online_update.training import learner_config
 from driftrec.ops.eval_cmd import format_table, run_eval, split_options
 from driftrec.ops.settings import Settings
 
@@ -36,12 +37,25 @@ def test_eval_prints_a_table_writes_a_png_and_ends_with_the_json_line(
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     result = json.loads(lines[-1])
-    assert set(result) == {"events", "systems"} and result["events"] == 4000
+    assert set(result) == {
+        "events", "examples", "drift_points", "oracle_click_auc", "systems", "learner", "windows"
+    } and result["events"] == 4000  # fmt: skip
     assert list(result["systems"]) == list(SYSTEMS)
+    oracle = result["oracle_click_auc"]
+    assert 0.6 < oracle < 1.0  # the generator's own click probabilities rank well
     for name, metrics in result["systems"].items():
         assert list(metrics) == list(METRICS), name
         assert 0.0 < metrics["click_auc"] < 1.0 and metrics["click_logloss"] > 0.0
         assert metrics["post_drift_click_auc"] is not None  # the synthetic log drifts
+        share = (metrics["click_auc"] - 0.5) / (oracle - 0.5)
+        assert metrics["oracle_share"] == pytest.approx(share, abs=2e-4)
+    assert set(result["windows"]) == {*SYSTEMS, "oracle"}
+    window = result["windows"]["online"]
+    assert len(window["event"]) == len(window["click_auc"]) > 1
+    # The learner reported is the one the trainer builds from the same settings.
+    trainer_config = learner_config(settings, text_dim=64)
+    assert result["learner"]["fingerprint"] == trainer_config.fingerprint()
+    assert result["learner"]["config"] == trainer_config.to_dict()
     for river in ("river_lr", "river_fm"):
         assert result["systems"][river]["conversion_auc"] is None
         assert result["systems"][river]["dwell_mae"] is None
@@ -67,11 +81,16 @@ def test_other_formats_have_no_drift_points(
             )
     log.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     options = {"eval.systems": "online,river_lr", "eval.batch_size": "16"}
-    assert run_eval(str(log), None, None, "ple", True, None, options, settings) == 0
+    tuned = settings.model_copy(update={"learner_micro_batch": 8, "learner_lr_wide": 0.05})
+    assert run_eval(str(log), None, None, "ple", True, None, options, tuned) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert list(result["systems"]) == ["online", "river_lr"]
     assert result["events"] == len(rows)
     assert all(m["post_drift_click_auc"] is None for m in result["systems"].values())
+    assert result["oracle_click_auc"] is None  # only the synthetic log knows the truth
+    assert all(m["oracle_share"] is None for m in result["systems"].values())
+    config = result["learner"]["config"]  # --model and the settings reach the learner
+    assert (config["model"]["arch"], config["micro_batch"], config["lr_wide"]) == ("ple", 8, 0.05)
 
 
 def test_eval_options_are_parsed_and_checked() -> None:

@@ -20,6 +20,7 @@ def reading(at: float, events: int, examples: int) -> Snapshot:
             "metrics": {"click.auc": 0.7123, "click.logloss": 0.31, "dwell.mae": 0.5},
             "alarms": [{"detector": "adwin", "task": "click", "example_index": 4200}],
             "checkpoint": "v000007",
+            "learner": "a0f058f8191cb503",
             "freshness_p50_s": 0.4,
             "freshness_p95_s": 1.2,
         },
@@ -36,7 +37,8 @@ def test_rates_come_from_two_readings() -> None:
 
 def test_shows_metrics_alarms_and_versions() -> None:
     out = text_of(reading(1.0, 10, 10), None)
-    for needle in ("0.7123", "adwin on click at example 4,200", "v000006", "v000007", "minilm:abc"):
+    needles = ("0.7123", "adwin on click at example 4,200", "v000006", "v000007", "minilm:abc")
+    for needle in (*needles, "learner a0f058f8191cb503"):
         assert needle in out
 
 

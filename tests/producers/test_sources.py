@@ -117,7 +117,7 @@ def test_options_reach_the_readers() -> None:
 
 def test_options_a_reader_does_not_take_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="format mind does not take option"):
-        open_source(MIND, options={"time_order": "true"})
+        open_source(MIND, options={"sort": "true"})
     with pytest.raises(ConfigError, match="expected true or false"):
         open_source(LATEST, options={"time_order": "sometimes"})
     with pytest.raises(ConfigError, match=r"does not take option.*speed"):

@@ -290,3 +290,25 @@ def test_replay_dispatcher_opens_the_synthetic_log() -> None:
     records = list(open_source("default", "synthetic", limit=120, options=options))
     assert sum(not isinstance(r, Item) for r in records) == 120
     assert isinstance(records[0], Item)
+
+
+def test_click_probabilities_are_the_truth_the_clicks_were_drawn_from() -> None:
+    config = SMALL.model_copy(update={"n_events": 30_000})
+    log = SyntheticLog(config)
+    p = log.click_probabilities()
+    records = fresh_records(config)
+    impressions = [r for r in records if isinstance(r, Impression)]
+    assert len(p) == len(impressions) and ((p > 0) & (p < 1)).all()
+    y, last, seen = np.zeros(len(p)), {}, 0  # a click is the pair's latest impression's
+    for r in records:
+        if isinstance(r, Impression):
+            last[r.user_id, r.item_id] = seen
+            seen += 1
+        elif isinstance(r, Click):
+            y[last[r.user_id, r.item_id]] = 1.0
+    # Calibrated: in each decile of p, the click rate is the mean p (a batch oracle).
+    order = np.argsort(p)
+    for part in np.array_split(order, 10):
+        rate, mean, n = y[part].mean(), p[part].mean(), len(part)
+        assert abs(rate - mean) < 4 * np.sqrt(mean * (1 - mean) / n) + 1e-3, (rate, mean)
+    assert np.array_equal(p, SyntheticLog(config).click_probabilities())  # seeded

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from driftrec.core import DriftrecConfig
 from driftrec.core.errors import ConfigError
 from driftrec.core.schemas import Click, Conversion, Dwell, Impression, Item
 from driftrec.features.joiner import JoinerConfig
@@ -33,6 +34,7 @@ from driftrec.online_update.evaluation.runner import (
     rolling_auc,
     system_metrics,
 )
+from driftrec.online_update.learning import learner_config
 from driftrec.producers.records import Record
 from driftrec.producers.sources import open_source
 from sklearn.metrics import roc_auc_score
@@ -40,6 +42,7 @@ from sklearn.metrics import roc_auc_score
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 ENCODER = HashingTextEncoder(dim=32)
 SMALL = {"n_events": "3000", "n_users": "200", "n_initial_items": "100"}
+LEARNER = learner_config(DriftrecConfig(), ENCODER.dim)
 
 
 def _at(seconds: float) -> datetime:
@@ -127,7 +130,7 @@ class Spy:
 
 def test_no_system_sees_a_label_before_it_has_scored_that_row() -> None:
     config = EvalConfig(batch_size=64, systems="online,river_lr")
-    spies = [Spy(s) for s in build_systems(config, ENCODER.dim, static_examples=0)]
+    spies = [Spy(s) for s in build_systems(config, LEARNER, static_examples=0)]
     records = open_source("default", "synthetic", limit=3000, options=SMALL)
     report = evaluate(records, spies, ENCODER, config=config)
     for spy in spies:
@@ -215,7 +218,7 @@ def test_static_gets_a_fifth_of_the_impressions(monkeypatch: pytest.MonkeyPatch)
 
 def test_unknown_systems_are_refused() -> None:
     with pytest.raises(ConfigError, match="unknown system"):
-        build_systems(EvalConfig(systems="online,oracle"), 8, static_examples=0)
+        build_systems(EvalConfig(systems="online,oracle"), LEARNER, static_examples=0)
 
 
 @pytest.mark.slow

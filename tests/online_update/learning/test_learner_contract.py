@@ -1,4 +1,7 @@
-"""Contract checks run over every architecture x task-balancing method (CONVENTIONS 3)."""
+"""Contract checks run over every architecture x task-balancing method (CONVENTIONS 3).
+
+The learners here have every part: a wide part, standardised dense inputs, and
+micro-batches of 16 rows, so a batch of 32 takes two steps."""
 
 from __future__ import annotations
 
@@ -40,7 +43,8 @@ def config(arch: str, balancing: str, **kw: object) -> LearnerConfig:
         id_dim=8,
         seed=3,
     )
-    return LearnerConfig(model=model, balancing=balancing, metric_window=50, **kw)  # type: ignore[arg-type]
+    values: dict[str, object] = {"micro_batch": 16, **kw}
+    return LearnerConfig(model=model, balancing=balancing, metric_window=50, **values)  # type: ignore[arg-type]
 
 
 def batches(n: int, size: int = 32, seed: int = 0) -> list[Batch]:
@@ -56,18 +60,27 @@ def same_predictions(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool
 def test_checkpoint_round_trip_predicts_and_trains_identically(
     arch: str, balancing: str, tmp_path: Path
 ) -> None:
-    cfg = config(arch, balancing, shared_every=2)
+    cfg = config(arch, balancing, shared_every=3)
     data = batches(6)
     learner = OnlineLearner(cfg)
-    for b in data[:3]:  # odd count: gradients are pending towards the next shared step
+    for b in data[:2]:  # 4 steps: gradients are pending towards the next shared step
         learner.learn_many(b)
+    assert learner.steps_seen == 4
     save_checkpoint(learner, tmp_path / "ckpt.pt", offsets={"events:0": 41})
     restored, meta = load_checkpoint(tmp_path / "ckpt.pt", cfg)
     assert meta.offsets == {"events:0": 41} and restored.examples_seen == learner.examples_seen
+    assert restored.steps_seen == learner.steps_seen
+    # The dense statistics and the wide part's Adagrad state came back too.
+    assert restored.model.dense_norm is not None and int(restored.model.dense_norm.count) == 64
+    wide_state = restored.optimizers["wide"].state_dict()["state"]
+    assert wide_state and all(
+        torch.equal(wide_state[k]["sum"], v["sum"])
+        for k, v in learner.optimizers["wide"].state_dict()["state"].items()
+    )
     probe = data[5]
     assert same_predictions(learner.predict_many(probe), restored.predict_many(probe))
     assert restored.summary() == pytest.approx(learner.summary(), nan_ok=True)
-    for b in data[3:5]:
+    for b in data[2:5]:
         a, r = learner.learn_many(b), restored.learn_many(b)
         assert same_predictions(a.predictions, r.predictions)
         assert a.loss == r.loss
@@ -86,7 +99,14 @@ def test_same_seed_same_stream_same_predictions(arch: str, balancing: str) -> No
         ra, rb = a.learn_many(batch), b.learn_many(batch)
         assert same_predictions(ra.predictions, rb.predictions)
     assert same_predictions(a.predict_many(data[3]), b.predict_many(data[3]))
-    assert a.clone().config == a.config and a.clone().examples_seen == 0
+    clone = a.clone()
+    assert clone.config == a.config and clone.examples_seen == clone.steps_seen == 0
+    fresh = OnlineLearner(a.config)
+    for (name, x), y in zip(
+        clone.model.state_dict().items(), fresh.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(x, y), name  # untrained: no statistics, a zero wide part
+    assert set(clone.optimizers) == set(a.optimizers) >= {"wide"}
 
 
 @pytest.mark.parametrize(("arch", "balancing"), COMBOS)
@@ -154,11 +174,12 @@ def test_learn_many_metrics_use_predictions_made_before_the_update(
         np.testing.assert_allclose(step.predictions["click"], before["click"], rtol=1e-6, atol=1e-7)
         assert not same_predictions(learner.predict_many(batch), before)  # and it did learn
     assert step.examples_seen == learner.examples_seen == 96
+    assert step.steps == 2 and learner.steps_seen == 6
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_heads_step_every_batch_shared_layers_every_k(arch: str) -> None:
-    learner = OnlineLearner(config(arch, "uncertainty", shared_every=3))
+    learner = OnlineLearner(config(arch, "uncertainty", shared_every=3, micro_batch=32))
     groups = learner.model.parameter_groups()
 
     def snapshot() -> dict[str, list[torch.Tensor]]:
@@ -172,9 +193,21 @@ def test_heads_step_every_batch_shared_layers_every_k(arch: str) -> None:
     for i, batch in enumerate(batches(3)):
         step = learner.learn_many(batch)
         assert step.shared_updated == (i == 2)
-        assert changed(start, "head")
+        assert changed(start, "head") and changed(start, "wide")
         assert changed(start, "shared") == changed(start, "embedding") == (i == 2)
     assert not torch.equal(balance, learner.balancer.weights())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_batch_takes_one_step_per_micro_batch_and_shared_steps_count_steps(arch: str) -> None:
+    learner = OnlineLearner(config(arch, "fixed", micro_batch=10, shared_every=4))
+    data = batches(2, size=25)
+    first = learner.learn_many(data[0])  # rows 0-9, 10-19, 20-24: steps 1-3
+    assert (first.steps, first.shared_updated) == (3, False)
+    second = learner.learn_many(data[1])  # steps 4-6: the shared layers step at 4
+    assert (second.steps, second.shared_updated, learner.steps_seen) == (3, True, 6)
+    norm = learner.model.dense_norm
+    assert norm is not None and int(norm.count) == 50  # statistics move once per batch
 
 
 def test_unlabelled_batches_can_be_scored_but_not_learned() -> None:

@@ -107,6 +107,12 @@ def test_reset_makes_the_model_blind_to_text_and_keeps_everything_else(arch: str
     assert any("towers" in k for k in kept) and any("encoder.user" in k for k in kept)
     assert all(torch.equal(state[k], before[k]) for k in kept if k not in first)
     assert (new.examples_seen, new.batches_seen) == (learner.examples_seen, learner.batches_seen)
+    assert new.steps_seen == learner.steps_seen
+    # the wide part and the dense statistics read no text vector: kept, Adagrad sums too
+    assert {"wide.bias.weight", "dense_norm.mean", "dense_norm.var"} <= set(kept)
+    old_sums = [s["sum"] for s in learner.optimizers["wide"].state.values()]
+    new_sums = [s["sum"] for s in new.optimizers["wide"].state.values()]
+    assert old_sums and all(torch.equal(a, b) for a, b in zip(old_sums, new_sums, strict=True))
     np.testing.assert_array_equal(
         np.array(list(new.summary().values())), np.array(list(learner.summary().values()))
     )

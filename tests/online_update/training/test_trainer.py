@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -50,10 +51,11 @@ def messages(
 def make_trainer(live_settings: Settings, redis_prefix: str, tmp_path: Path):  # type: ignore[no-untyped-def]  # fixture factory
     client = redis.Redis.from_url(live_settings.redis_url)
 
-    def build(text_dim: int = 8) -> Trainer:
+    def build(text_dim: int = 8, lr_wide: float = 0.1) -> Trainer:
         trainer = Trainer(
             learner_config=LearnerConfig(
-                model=ModelConfig(text_dim=text_dim, user_buckets=64, item_buckets=64)
+                model=ModelConfig(text_dim=text_dim, user_buckets=64, item_buckets=64),
+                lr_wide=lr_wide,
             ),
             registry=ModelRegistry(
                 client, tmp_path / "registry", prefix=f"{redis_prefix}registry:"
@@ -87,6 +89,22 @@ def test_applies_each_example_once_across_a_restart(make_trainer) -> None:  # ty
     assert again.skipped_duplicates == 30 and len(again.examples) == 10
     restarted.learn(again)
     assert restarted.learner.examples_seen == 160
+    assert restarted.status()["learner"] == restarted.learner.config.fingerprint()
+
+
+def test_a_resumed_checkpoint_keeps_its_learner_and_says_when_settings_differ(  # type: ignore[no-untyped-def]
+    make_trainer, caplog
+) -> None:
+    trainer = make_trainer()
+    trainer.learn(trainer.prepare(messages(0, 50)))
+    trainer.checkpoint()
+    with caplog.at_level(logging.WARNING, logger="driftrec.online_update.training.trainer"):
+        same = make_trainer()
+        assert not caplog.records
+        other = make_trainer(lr_wide=0.05)  # the settings changed since the checkpoint
+    assert other.learner.config == same.learner.config  # its state fits only its own config
+    assert other.learner.config.fingerprint() in caplog.text
+    assert other.learner_config.fingerprint() in caplog.text
 
 
 def test_bad_example_is_dead_lettered_not_learned(make_trainer) -> None:  # type: ignore[no-untyped-def]

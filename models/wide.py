@@ -1,0 +1,115 @@
+"""Standardised dense inputs and the wide (first-order) part of the multi-task model.
+
+``RunningStandardiser`` keeps a running mean and variance of each dense input column
+(buffers, so they travel with every ``state_dict`` and checkpoint) and maps a column to
+``(x - mean) / std``, clipped to ``+-clip`` standard deviations. Only ``observe`` moves the
+statistics, and only the learner calls it, after a batch's update steps: scoring, serving
+and a loaded checkpoint use them frozen. The mean is a running average over the last
+``horizon`` rows (an exact average until then), so a slow shift of the inputs is followed
+without a single odd batch moving much. A column seen without variance maps to 0 until
+it varies.
+
+``WidePart`` is one logit (or residual, for a regression task) per task added to the deep
+towers' output: a bias per hashed user, item and category plus a linear term over the
+standardised dense inputs, all zero at the start so a new model is exactly its deep part.
+Its tables have sparse gradients; the learner steps it with its own optimiser (Adagrad)
+and learning rate on every step, because per-user and per-item tendencies are first-order
+effects a linear model learns from a handful of examples, long before a deep model has
+taken enough steps to carry them in its embeddings.
+
+>>> import torch
+>>> norm = RunningStandardiser(2, horizon=1_000)
+>>> norm(torch.tensor([[3.0, 5.0]])).tolist()  # nothing observed yet: x - 0, std 1
+[[3.0, 5.0]]
+>>> norm.observe(torch.tensor([[1.0, 5.0], [3.0, 5.0]]))
+>>> norm(torch.tensor([[3.0, 5.0]])).tolist()  # column 2 never varied: 0
+[[1.0, 0.0]]
+"""
+
+from __future__ import annotations
+
+import torch
+from driftrec.models.batch import Batch
+from driftrec.models.config import ModelConfig
+from torch import nn
+
+__all__ = ["RunningStandardiser", "WidePart"]
+
+
+class RunningStandardiser(nn.Module):
+    """Per-column running mean / variance; ``forward`` standardises, ``observe`` updates."""
+
+    count: torch.Tensor
+    mean: torch.Tensor
+    var: torch.Tensor
+
+    def __init__(self, n: int, *, horizon: int = 100_000, clip: float = 5.0) -> None:
+        super().__init__()
+        self.horizon = horizon
+        self.clip = clip
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(n))
+        self.register_buffer("var", torch.ones(n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.count.item() == 0:
+            return x
+        std = self.var.sqrt()
+        z = (x - self.mean) / std.clamp_min(1e-6)
+        z = torch.where(std > 1e-6, z, torch.zeros_like(z))
+        return z.clamp(-self.clip, self.clip)
+
+    @torch.no_grad()
+    def observe(self, x: torch.Tensor) -> None:
+        """Merge the rows of ``x`` ``[B, n]`` into the statistics (Chan et al.'s update,
+        with the old statistics weighing at most ``horizon`` rows)."""
+        k = x.shape[0]
+        if k == 0:
+            return
+        old = float(min(self.count.item(), float(self.horizon)))
+        batch_mean = x.mean(dim=0)
+        batch_var = x.var(dim=0, unbiased=False)
+        total = old + k
+        delta = batch_mean - self.mean
+        self.mean += delta * (k / total)
+        if old == 0:
+            self.var.copy_(batch_var)
+        else:
+            self.var.copy_(
+                (old * self.var + k * batch_var + delta.square() * old * k / total) / total
+            )
+        self.count += k
+
+
+class WidePart(nn.Module):
+    """Per-task first-order logits: id biases plus a linear term over the dense inputs."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        t = config.n_tasks
+        # One table for the three id kinds (users, then items, then categories): a step
+        # costs one sparse update instead of three.
+        self.item_offset = config.user_buckets
+        self.category_offset = config.user_buckets + config.item_buckets
+        rows = self.category_offset + config.category_buckets
+        self.bias = nn.Embedding(rows, t, sparse=True, _weight=torch.zeros(rows, t))
+        # No dense inputs, no linear term (torch warns about initialising empty weights).
+        self.linear = nn.Linear(config.n_dense, t) if config.n_dense else None
+        if self.linear is not None:
+            nn.init.zeros_(self.linear.weight)
+            nn.init.zeros_(self.linear.bias)
+
+    def forward(self, batch: Batch, dense: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` from the batch's ids and its (standardised) dense inputs."""
+        cfg = self.config
+        ids = torch.stack(
+            (
+                torch.remainder(batch.user, cfg.user_buckets),
+                torch.remainder(batch.item, cfg.item_buckets) + self.item_offset,
+                torch.remainder(batch.category, cfg.category_buckets) + self.category_offset,
+            ),
+            dim=1,
+        )  # [B, 3]
+        out: torch.Tensor = self.bias(ids).sum(dim=1)
+        return out if self.linear is None else out + self.linear(dense)
