@@ -42,6 +42,15 @@ def _require(tool: str, package: str) -> str:
     return path
 
 
+def _cluster_id() -> str:
+    """A random cluster id as Kafka's own ``random-uuid`` makes it: never one that starts
+    with "-", which the storage tool would read as an option (1 in 64 of them)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class KafkaBroker:
     """Fetch, format, start, check and stop the local broker described by ``settings``."""
 
@@ -156,7 +165,7 @@ class KafkaBroker:
     def _format(self, libs: Path, config: Path) -> None:
         if (self.root / "data" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = _cluster_id()
         result = subprocess.run(
             [
                 *self._java_base(libs),

@@ -99,3 +99,14 @@ def test_status_reports_both_services_healthy(
     assert main(["status"]) == 0
     out = capsys.readouterr().out
     assert "kafka" in out and "redis" in out and out.count("healthy") == 2
+
+
+def test_kafka_cluster_id_never_reads_as_an_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    """1 in 64 random ids starts with "-", which kafka-storage took for an option."""
+    import uuid
+
+    from driftrec.ops.infra import kafka
+
+    ids = iter([uuid.UUID(bytes=b"\xf8" + b"\x00" * 15), uuid.UUID(bytes=b"\x00" * 16)])
+    monkeypatch.setattr(kafka.uuid, "uuid4", lambda: next(ids))
+    assert kafka._cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"
