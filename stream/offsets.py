@@ -49,16 +49,24 @@ async def commit(app: faust.App, topic: str, next_offsets: Mapping[int, int]) ->
 
 async def rewind(app: faust.App, topic: str, next_offsets: Mapping[int, int]) -> None:
     """Where Kafka's committed offset of an owned partition of ``topic`` is past
-    ``next_offsets`` (partition -> the next offset the state needs), commit that one."""
+    ``next_offsets`` (partition -> the next offset the state needs), or missing, commit
+    and seek to that one."""
     consumer: Any = app.consumer
     owned = _owned(app, topic)
     wanted = {owned[p]: o for p, o in next_offsets.items() if p in owned}
     if not wanted:
         return  # and a worker assigned nothing at all must not ask (aiokafka asserts)
     committed = await consumer.seek_to_committed()
-    back = {tp: o for tp, o in wanted.items() if (committed.get(tp) or 0) > o}
+    # Past the state: a Redis restored from an older copy. Nothing committed: aiokafka
+    # then leaves the partition where it was, which need not be where the state is.
+    back = {
+        tp: o
+        for tp, o in wanted.items()
+        if committed.get(tp) is None or committed[tp] < 0 or committed[tp] > o
+    }
     if back:
-        log.warning("rewinding %s to the offsets its state covers", back)
+        ahead = any((committed.get(tp) or 0) > o for tp, o in back.items())
+        (log.warning if ahead else log.info)("rewinding %s to the offsets its state covers", back)
         await consumer._commit(back)
         # aiokafka's seek_to_committed leaves a partition committed at 0 where it was.
         for tp, offset in back.items():
