@@ -3,9 +3,9 @@
 The examples topic has one partition, so exactly one worker of the group runs the
 trainer at a time (one writer per model). The worker assigned the partition rewinds
 Kafka's committed offset to the current checkpoint's where Kafka ran ahead of it (before
-faust seeks to it), and rebuilds the trainer from that checkpoint at its first batch (loading a model inside
-the rebalance callback would hold up the whole group); offsets are committed only after
-a checkpoint covering them is current (stream/offsets.py). Torch work runs in a
+faust seeks to it), and rebuilds the trainer from that checkpoint at its first batch
+(loading a model inside the rebalance callback would hold up the whole group); offsets
+are committed only after a checkpoint covering them is current (stream/offsets.py). Torch work runs in a
 single-thread executor so heartbeats and rebalances are never starved. A timer
 checkpoints when the stream goes quiet, so the tail of a replay is never left uncovered.
 """
@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,17 @@ from driftrec.stream.retry import REDIS_OUTAGE, call_redis
 __all__ = ["build_trainer", "register_trainer"]
 
 log = logging.getLogger(__name__)
+
+
+def _next_offsets(topic: str, covered: Mapping[str, int]) -> dict[int, int]:
+    """Partition -> next offset to read, from a checkpoint's "topic:partition" -> last
+    offset it covers (a partition it does not cover starts at 0)."""
+    next_offsets = {0: 0}
+    for key, offset in covered.items():
+        name, _, partition = key.rpartition(":")
+        if name == topic:
+            next_offsets[int(partition)] = offset + 1
+    return next_offsets
 
 
 def trainer_pointer(settings: DriftrecConfig, client: redis.Redis) -> CheckpointPointer:
@@ -109,12 +121,7 @@ class _TrainerLoop:
         from it at the next batch)."""
         topic = self.settings.topic_examples
         covered = await call_redis(self.pointer.covered, what="trainer checkpoint offsets")
-        next_offsets = {0: 0}  # no checkpoint yet: everything is still to learn
-        for key, offset in covered.items():
-            name, _, partition = key.rpartition(":")
-            if name == topic:
-                next_offsets[int(partition)] = offset + 1
-        await rewind(self.app, topic, next_offsets)
+        await rewind(self.app, topic, _next_offsets(topic, covered))
 
     def release(self) -> None:
         """The examples partition moved (or is moving) away: stop writing anything.
@@ -172,8 +179,8 @@ class _TrainerLoop:
                     self.release()
             return
         log.info("checkpoint %s at examples offsets %s", info.version, pending.offsets)
-        covered = {int(key.rpartition(":")[2]): o + 1 for key, o in pending.offsets.items()}
-        await commit(self.app, self.settings.topic_examples, covered)
+        topic = self.settings.topic_examples
+        await commit(self.app, topic, _next_offsets(topic, pending.offsets))
 
     async def when_quiet(self) -> None:
         if self.lock.locked():
