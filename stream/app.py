@@ -91,10 +91,13 @@ def create_app(settings: DriftrecConfig, role: str = "all") -> faust.App:
         datadir=str(datadir),
     )
     from driftrec.stream.join_agent import register_joiner
+    from driftrec.stream.pacing import TrainerBacklog
     from driftrec.stream.train_agent import register_trainer
 
+    # Only agents in one process share a backlog; apart, each runs at its own pace.
+    backlog = TrainerBacklog(settings.trainer_backlog_max) if role == "all" else None
     if role in ("all", "joiner"):
-        register_joiner(app, settings)
+        register_joiner(app, settings, backlog)
     if role in ("all", "trainer"):
-        register_trainer(app, settings)
+        register_trainer(app, settings, backlog)
     return app

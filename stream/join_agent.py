@@ -11,7 +11,12 @@ half-written); the next owner reads on from the snapshot's offset. On assignment
 worker claims its partitions (a new owner epoch fences out the previous owner's late
 writes) and loads their snapshots; before faust seeks to the committed offsets, it
 rewinds Kafka's committed offset to a snapshot's where Kafka ran ahead of it (a Redis
-restored from an older copy), so the gap is replayed, not skipped. Redis calls run in a thread and wait out an outage.
+restored from an older copy), so the gap is replayed, not skipped.
+
+Nothing heavy runs on the event loop: ``process`` (pure Python) runs on a thread of its
+own and Redis calls in another, waiting out an outage, so heartbeats, timers and the
+trainer are served while a batch is joined. Where the trainer shares the process, the
+joiner waits before a batch while the trainer is too far behind (stream/pacing.py).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
@@ -32,6 +39,7 @@ from driftrec.stream.catalog import Catalog
 from driftrec.stream.join_worker import JoinWorker
 from driftrec.stream.offsets import commit as commit_offsets
 from driftrec.stream.offsets import rewind
+from driftrec.stream.pacing import TrainerBacklog
 from driftrec.stream.retry import REDIS_OUTAGE, call_redis
 
 __all__ = ["register_joiner"]
@@ -45,9 +53,12 @@ def _raw_topic(app: faust.App, name: str, partitions: int | None = None, acks: b
     )
 
 
-def register_joiner(app: faust.App, settings: DriftrecConfig) -> JoinWorker:
+def register_joiner(
+    app: faust.App, settings: DriftrecConfig, backlog: TrainerBacklog | None = None
+) -> JoinWorker:
     """Register the joiner agent, the catalog follower, the snapshot timer and the
-    rebalance handlers on ``app``."""
+    rebalance handlers on ``app``; with ``backlog``, the joiner waits for the trainer
+    beside it (stream/pacing.py)."""
     # Offsets follow the snapshots, not faust's acks (stream/offsets.py).
     events = _raw_topic(app, settings.topic_events, settings.partitions, acks=False)
     examples = _raw_topic(app, settings.topic_examples, 1)
@@ -56,6 +67,7 @@ def register_joiner(app: faust.App, settings: DriftrecConfig) -> JoinWorker:
     worker = JoinWorker(settings, redis.Redis.from_url(settings.redis_url), catalog)
     lock = asyncio.Lock()
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
+    joining = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftrec-joiner")
 
     async def send_dead_letter(letter: DeadLetter) -> None:
         await dead.send(key=(letter.topic or "").encode(), value=encode(letter))
@@ -64,17 +76,21 @@ def register_joiner(app: faust.App, settings: DriftrecConfig) -> JoinWorker:
         """Send examples in packs (one message per pack: a stream's cost is per message)."""
         pack: list[bytes] = []
         size = 0
+        sent: list[tuple[Awaitable[Any], int]] = []
         for encoded in map(encode, out):
             if pack and size + len(encoded) > MAX_PACK_BYTES:
-                await examples.send(key=b"pack", value=encode_pack(pack))
+                sent.append((await examples.send(key=b"pack", value=encode_pack(pack)), len(pack)))
                 pack, size = [], 0
             pack.append(encoded)
             size += len(encoded) + 1
         if pack:
-            await examples.send(key=b"pack", value=encode_pack(pack))
+            sent.append((await examples.send(key=b"pack", value=encode_pack(pack)), len(pack)))
             # A busy joiner never yields to the producer's sender task on its own, so
             # examples would wait a whole batch in the buffer: push them now.
             await app.producer.flush()
+        if backlog is not None:
+            for metadata, n in sent:
+                backlog.sent((await metadata).offset, n)
 
     async def commit() -> None:
         """Flush what we emitted, snapshot the state, then commit the offsets it covers."""
@@ -102,11 +118,16 @@ def register_joiner(app: faust.App, settings: DriftrecConfig) -> JoinWorker:
 
     @app.agent(events, name="joiner")
     async def joiner(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
+        loop = asyncio.get_running_loop()
         async for taken in stream.noack_take(settings.take_max, within=settings.take_within_s):
+            if backlog is not None:
+                await backlog.room()  # outside the lock: snapshots and rebalances go on
             async with lock:
                 batch = current(app, taken)
                 messages = [(e.message.partition, e.message.offset, e.value) for e in batch]
-                out = worker.process(messages)
+                # Joining is pure Python: on a thread of its own, so the loop keeps
+                # serving the trainer, heartbeats and timers while a batch is joined.
+                out = await loop.run_in_executor(joining, worker.process, messages)
                 await emit(out.examples)
                 for letter in out.dead_letters:
                     await send_dead_letter(letter)

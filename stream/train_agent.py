@@ -36,6 +36,7 @@ from driftrec.online_update.training import (
 )
 from driftrec.stream.batches import current
 from driftrec.stream.offsets import commit, rewind
+from driftrec.stream.pacing import TrainerBacklog
 from driftrec.stream.retry import REDIS_OUTAGE, call_redis
 
 __all__ = ["build_trainer", "register_trainer"]
@@ -83,8 +84,11 @@ def build_trainer(settings: DriftrecConfig, client: redis.Redis) -> Trainer:
 class _TrainerLoop:
     """State the agent and its timer share (both run on the event loop)."""
 
-    def __init__(self, app: faust.App, settings: DriftrecConfig) -> None:
+    def __init__(
+        self, app: faust.App, settings: DriftrecConfig, backlog: TrainerBacklog | None
+    ) -> None:
         self.app = app
+        self.backlog = backlog
         self.settings = settings
         self.client = redis.Redis.from_url(settings.redis_url)
         self.pointer = trainer_pointer(settings, self.client)
@@ -129,6 +133,8 @@ class _TrainerLoop:
         checkpoint of ours from replacing its."""
         self.trainer = None
         self.owned = False
+        if self.backlog is not None:
+            self.backlog.detach()
 
     async def handle(self, events: list[Any]) -> None:
         now = time.time()
@@ -146,6 +152,8 @@ class _TrainerLoop:
                 await self.dead.send(key=b"trainer", value=encode(letter))
             # Offsets move only once the batch is learned, so a retry repeats it whole.
             result = await self._torch(trainer.learn, prepared, what="trainer learn")
+            if self.backlog is not None and prepared.last_offsets:
+                self.backlog.learned(max(prepared.last_offsets.values()))
             for alarm in result.alarms if result is not None else ():
                 log.warning(
                     "drift alarm: %s on %s at example %d",
@@ -202,9 +210,12 @@ class _TrainerLoop:
         self.last_status = time.monotonic()
 
 
-def register_trainer(app: faust.App, settings: DriftrecConfig) -> None:
+def register_trainer(
+    app: faust.App, settings: DriftrecConfig, backlog: TrainerBacklog | None = None
+) -> None:
     """Register the trainer agent, its quiet-time checkpoint timer and its rebalance
-    handlers on ``app``."""
+    handlers on ``app``; with ``backlog``, it tells the joiner beside it what it learned
+    (stream/pacing.py)."""
     # Offsets follow the checkpoints, not faust's acks (stream/offsets.py).
     examples = app.topic(
         settings.topic_examples,
@@ -213,7 +224,7 @@ def register_trainer(app: faust.App, settings: DriftrecConfig) -> None:
         partitions=1,
         acks=False,
     )
-    loop = _TrainerLoop(app, settings)
+    loop = _TrainerLoop(app, settings, backlog)
 
     @app.agent(examples, name="trainer")
     async def trainer_agent(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
@@ -238,6 +249,8 @@ def register_trainer(app: faust.App, settings: DriftrecConfig) -> None:
             loop.release()
             if any(tp.topic == settings.topic_examples for tp in assigned):
                 loop.owned = True
+                if backlog is not None:
+                    backlog.attach()
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]  # mode types handlers as *args
     async def rewind_to_checkpoint(sender: Any, **kwargs: Any) -> None:
