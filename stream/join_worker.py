@@ -22,6 +22,7 @@ can be ahead of the offsets and silently drop examples.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ from driftrec.stream.feature_store import RedisFeatureStore
 from driftrec.stream.partition_store import FREE, PartitionStore, Snapshot
 
 __all__ = ["JoinOutput", "JoinWorker", "PartitionState"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -180,6 +183,17 @@ class JoinWorker:
                 # it) or already covered by the snapshot we resumed from.
                 out.skipped += 1
                 continue
+            if offset > state.offset + 1 and state.offset >= 0:
+                # Never expected on driftrec's topics (no transactions, no compaction):
+                # messages the state will never see, e.g. deleted by retention first.
+                log.warning(
+                    "events partition %d: offset jumped from %d to %d; %d messages skipped",
+                    partition,
+                    state.offset,
+                    offset,
+                    offset - state.offset - 1,
+                )
+                self.counts["offset_gaps"] += 1
             state.offset, state.dirty, state.arrived = offset, True, arrived
             state.idle_from = None
             try:

@@ -163,9 +163,18 @@ def _where(settings: Settings, missing: set[int], checkpoint_offset: int) -> str
         f"snapshot offsets {_snapshot_offsets(settings)}, events ends {events_end}; "
         f"checkpoint covers examples offset {checkpoint_offset} of {examples_end}; "
         f"{len(emitted)} of the {len(missing)} missing were emitted, at examples offsets "
-        f"{sorted(set(emitted.values()))}; their impressions at (partition, offset) "
-        f"{sorted(located.values())[:60]}; trainer status {trainer_status(settings)}"
+        f"{sorted(set(emitted.values()))}; their impressions per events partition "
+        f"(count, first offset, last offset) {_spans(located.values())}; trainer status "
+        f"{trainer_status(settings)}; joiner statuses {joiner_statuses(settings)}"
     )
+
+
+def _spans(places: Iterable[tuple[int, int]]) -> dict[int, tuple[int, int, int]]:
+    """partition -> (how many, first offset, last offset) of (partition, offset) places."""
+    by_partition: dict[int, list[int]] = {}
+    for partition, offset in places:
+        by_partition.setdefault(partition, []).append(offset)
+    return {p: (len(o), min(o), max(o)) for p, o in sorted(by_partition.items())}
 
 
 def _read_all(settings: Settings, topic: str, partitions: int) -> list[Any]:

@@ -72,3 +72,17 @@ def test_an_idle_partition_closes_its_windows_on_the_wall_clock(
     assert example.impression.event_id == impression.event_id and not example.clicked
     assert state.dirty and state.joiner.watermark is not None
     assert state.joiner.watermark > T0 + timedelta(seconds=settings.click_window_s)
+
+
+def test_an_offset_gap_is_counted_and_logged(
+    live_settings: Settings, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = live_settings.model_copy(update={"redis_prefix": redis_prefix, "partitions": 1})
+    events = [r for r in small_world(users=1, impressions_per_user=6) if hasattr(r, "user_id")]
+    worker = _worker(settings)
+    worker.adopt(worker.store.claim([0]))
+    worker.process([(0, 0, encode(events[0])), (0, 1, encode(events[1]))])
+    assert worker.counts["offset_gaps"] == 0
+    worker.process([(0, 5, encode(events[2]))])  # offsets 2-4 never came
+    assert worker.counts["offset_gaps"] == 1 and worker.states[0].offset == 5
+    assert "offset jumped from 1 to 5; 3 messages skipped" in caplog.text
