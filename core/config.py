@@ -92,11 +92,12 @@ class DriftrecConfig(BaseModel):
         description="A partition idle this long moves its event time on with the wall clock.",
     )
     take_max: int = Field(2000, ge=1, description="Most events an agent takes per batch.")
-    trainer_backlog_max: int = Field(
-        4000,
-        ge=1,
-        description="Where one worker runs the joiner and the trainer, most examples the "
-        "joiner sends ahead of the trainer; above it the joiner waits (stream/pacing.py).",
+    trainer_max_lag_s: float = Field(
+        1.0,
+        gt=0,
+        description="Where one worker runs the joiner and the trainer, the joiner waits "
+        "before a batch until the trainer has learned every example it sent longer ago "
+        "than this, seconds (stream/pacing.py).",
     )
     take_within_s: float = Field(
         0.25, gt=0, description="Longest an agent waits to fill a batch, seconds."

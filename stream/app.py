@@ -95,7 +95,7 @@ def create_app(settings: DriftrecConfig, role: str = "all") -> faust.App:
     from driftrec.stream.train_agent import register_trainer
 
     # Only agents in one process share a backlog; apart, each runs at its own pace.
-    backlog = TrainerBacklog(settings.trainer_backlog_max) if role == "all" else None
+    backlog = TrainerBacklog(settings.trainer_max_lag_s) if role == "all" else None
     if role in ("all", "joiner"):
         register_joiner(app, settings, backlog)
     if role in ("all", "trainer"):

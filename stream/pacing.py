@@ -2,18 +2,22 @@
 
 Where a worker runs both agents, they share one process: a joiner with a backlog of
 events would run far ahead, and its examples would wait minutes in Kafka for a trainer
-starved of CPU (freshness of a minute and rising in a 100k-event soak). Instead the
-joiner waits before its next batch while more than ``limit`` of the examples it sent are
-still unlearned by the trainer beside it; the backlog then waits in the events topic, as
-consumer lag, and every example is learned within about ``limit`` / trainer rate of its
-emission. A worker whose trainer runs elsewhere (another worker holds the examples
-partition, or ``--role joiner``) never waits.
+starved of CPU (freshness of a minute and rising in a 100k-event soak). Instead, before
+each batch the joiner waits until the trainer beside it has learned every example the
+joiner sent more than ``max_lag_s`` ago. The backlog then waits in the events topic, as
+consumer lag that monitoring shows, and an example is learned within about
+``max_lag_s`` plus one trainer batch of being sent. (A bound on the number of examples
+ahead was tried first: at the trainer's pace on a busy machine, 4,000 examples were
+still a minute.) A worker whose trainer runs elsewhere (another worker holds the
+examples partition, or ``--role joiner``) never waits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
+from collections.abc import Callable
 
 __all__ = ["TrainerBacklog"]
 
@@ -21,27 +25,35 @@ __all__ = ["TrainerBacklog"]
 class TrainerBacklog:
     """The examples a joiner sent that the trainer in the same worker has not learned.
 
-    >>> backlog = TrainerBacklog(limit=100)
+    >>> now = [0.0]
+    >>> backlog = TrainerBacklog(max_lag_s=1.0, clock=lambda: now[0])
     >>> backlog.attach()
     >>> backlog.sent(offset=7, examples=80)
-    >>> backlog.sent(offset=8, examples=50)
+    >>> now[0] = 0.5; backlog.sent(offset=8, examples=50)
     >>> backlog.full, backlog.waiting
-    (True, 130)
+    (False, 130)
+    >>> now[0] = 1.2  # the examples at offset 7 are 1.2 s old, unlearned
+    >>> backlog.full
+    True
     >>> backlog.learned(offset=7)
     >>> backlog.full, backlog.waiting
     (False, 50)
     """
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._sent: deque[tuple[int, int]] = deque()  # (offset, examples) in offset order
+    def __init__(self, max_lag_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_lag_s = max_lag_s
+        self._clock = clock
+        self._sent: deque[tuple[int, int, float]] = deque()  # (offset, examples, sent at)
         self.waiting = 0
         self._local = False
         self._changed = asyncio.Event()
 
     @property
     def full(self) -> bool:
-        return self._local and self.waiting > self.limit
+        """Whether the oldest example not yet learned was sent too long ago."""
+        return (
+            self._local and bool(self._sent) and self._clock() - self._sent[0][2] > self.max_lag_s
+        )
 
     def attach(self) -> None:
         """The trainer of this worker owns the examples partition: pace the joiner."""
@@ -57,7 +69,7 @@ class TrainerBacklog:
     def sent(self, offset: int, examples: int) -> None:
         """The joiner's message at ``offset`` of the examples topic holds ``examples``."""
         if self._local:
-            self._sent.append((offset, examples))
+            self._sent.append((offset, examples, self._clock()))
             self.waiting += examples
 
     def learned(self, offset: int) -> None:
