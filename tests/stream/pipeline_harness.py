@@ -178,17 +178,25 @@ def _spans(places: Iterable[tuple[int, int]]) -> dict[int, tuple[int, int, int]]
 
 
 def _read_all(settings: Settings, topic: str, partitions: int) -> list[Any]:
+    """Every message of ``topic`` up to its end offsets now (a loaded machine can pause a
+    consumer for seconds, so read to the ends, not until a quiet spell)."""
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,
         receive_message_max_bytes=256 * 1024 * 1024,
-        consumer_timeout_ms=5000,
     )
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        return list(consumer)
+        ends = consumer.end_offsets(tps)
+        records: list[Any] = []
+        deadline = time.monotonic() + 120
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"{topic}: read {len(records)} of {ends}"
+            for batch in consumer.poll(timeout_ms=1000).values():
+                records.extend(batch)
+        return records
     finally:
         consumer.close()
 
