@@ -137,15 +137,19 @@ class _TrainerLoop:
             self.backlog.detach()
 
     async def handle(self, events: list[Any]) -> None:
-        now = time.time()
-        # faust gives the Kafka message timestamp (the joiner's send time) in seconds.
-        messages = [
-            (e.message.partition, e.message.offset, e.value, e.message.timestamp or now)
-            for e in events
-        ]
         async with self.lock:
-            if self.owned is False:
-                return  # taken before the partition moved away; its new owner replays it
+            # Filtered only now, under the lock: a batch taken before a rebalance may wait
+            # here while the rebalance hands the partition back to this worker; learned
+            # then, it would move the offsets past the messages the rewind replays.
+            events = current(self.app, events)
+            if self.owned is False or not events:
+                return  # taken before the partition moved away; its owner replays it
+            now = time.time()
+            # faust gives the Kafka message timestamp (the joiner's send time) in seconds.
+            messages = [
+                (e.message.partition, e.message.offset, e.value, e.message.timestamp or now)
+                for e in events
+            ]
             trainer = self.trainer or await self._build()
             prepared = await self._torch(trainer.prepare, messages, what="trainer prepare")
             for letter in prepared.dead_letters:
@@ -229,7 +233,7 @@ def register_trainer(
     @app.agent(examples, name="trainer")
     async def trainer_agent(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take
         async for events in stream.noack_take(settings.take_max, within=settings.take_within_s):
-            await loop.handle(current(app, events))
+            await loop.handle(events)
 
     @app.timer(max(1.0, settings.checkpoint_every_s / 4))  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def checkpoint_when_quiet() -> None:

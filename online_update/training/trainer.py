@@ -116,6 +116,7 @@ class TrainerBatch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     skipped_offsets: int = 0
     skipped_duplicates: int = 0
+    offset_gaps: int = 0  # jumps past the next offset (never expected)
     last_offsets: dict[int, int] = field(default_factory=dict)
 
 
@@ -150,6 +151,7 @@ class Trainer:
         self.applied = RecentIds()
         self.parent: str | None = None
         self.freshness: deque[float] = deque(maxlen=20_000)
+        self.offset_gaps = 0  # offset jumps seen since this trainer was built
         self.last_checkpoint_at = time.monotonic()
         self.examples_at_checkpoint = 0
         self.last_version: VersionInfo | None = None
@@ -229,9 +231,22 @@ class Trainer:
         out = TrainerBatch()
         batch_ids: set[int] = set()
         topic = self.topic
+        read = dict(self.offsets)  # partition -> last offset read, to notice a jump
         for partition, offset, value, produced_at in messages:
             if offset > out.last_offsets.get(partition, -1):
                 out.last_offsets[partition] = offset
+            if partition in read and offset > read[partition] + 1:
+                # Never expected (no transactions, no compaction on the examples topic):
+                # messages this model will never learn, e.g. deleted by retention first.
+                log.warning(
+                    "examples partition %d: offset jumped from %d to %d; %d messages skipped",
+                    partition,
+                    read[partition],
+                    offset,
+                    offset - read[partition] - 1,
+                )
+                out.offset_gaps += 1
+            read[partition] = max(offset, read.get(partition, -1))
             if offset <= self.offsets.get(partition, -1):
                 out.skipped_offsets += 1
                 continue
@@ -294,6 +309,7 @@ class Trainer:
             self.freshness.extend(now - t for t in batch.produced_at)
         for partition, offset in batch.last_offsets.items():
             self.offsets[partition] = max(offset, self.offsets.get(partition, -1))
+        self.offset_gaps += batch.offset_gaps
         return result
 
     def _remember(self, batch: Batch, click: np.ndarray) -> None:
@@ -418,4 +434,5 @@ class Trainer:
             "freshness_p50_s": round(float(np.percentile(fresh, 50)), 4),
             "freshness_p95_s": round(float(np.percentile(fresh, 95)), 4),
             "checkpoint": self.last_version.version if self.last_version else None,
+            "offset_gaps": self.offset_gaps,
         }

@@ -92,6 +92,16 @@ def test_applies_each_example_once_across_a_restart(make_trainer) -> None:  # ty
     assert restarted.status()["learner"] == restarted.learner.config.fingerprint()
 
 
+def test_an_offset_jump_is_counted_and_logged(make_trainer, caplog) -> None:  # type: ignore[no-untyped-def]
+    trainer = make_trainer()
+    trainer.learn(trainer.prepare(messages(0, 10)))
+    assert trainer.status()["offset_gaps"] == 0
+    with caplog.at_level(logging.WARNING, logger="driftrec.online_update.training.trainer"):
+        trainer.learn(trainer.prepare(messages(10, 12, first_offset=14)))  # 10-13 never came
+    assert trainer.status()["offset_gaps"] == 1 and trainer.offsets == {0: 15}
+    assert "offset jumped from 9 to 14; 4 messages skipped" in caplog.text
+
+
 def test_a_resumed_checkpoint_keeps_its_learner_and_says_when_settings_differ(  # type: ignore[no-untyped-def]
     make_trainer, caplog
 ) -> None:
