@@ -3,17 +3,11 @@
 Framework: FastAPI on uvicorn. The request and response bodies are pydantic models,
 which is already driftrec's one schema language, so FastAPI validates requests with
 the same library as every topic message, turns a bad request into a 422 that names the
-field, and documents the API at ``/docs`` for free. Flask would need a second
-validation layer; aiohttp or raw Starlette would hand-roll what FastAPI gives.
-
-The scoring endpoints are ``async def`` and score on the event loop: a request is ~2 ms
-of CPU under one GIL, and handing each one to FastAPI's worker threads cost ~0.8 ms more
-CPU per request (thread hand-offs, GIL convoys among 8 busy threads) than the overlap of
-their Redis round trips saved, with a far longer tail. Requests are therefore scored one
-at a time per process (``driftrec serve --workers N`` for more); the other endpoints
-still run on worker threads, so health and metrics wait for at most the request being
-scored, and the Redis client's ``socket_timeout`` bounds how long a hung Redis can hold
-the loop.
+field, and documents the API at ``/docs`` for free. It is ASGI, so health and metrics
+stay responsive while scoring runs; the scoring endpoints are plain ``def`` functions
+that FastAPI runs on its worker threads, where the Redis round trips of concurrent
+requests overlap and torch releases the GIL while it computes. Flask would need a
+second validation layer; aiohttp or raw Starlette would hand-roll what FastAPI gives.
 
 Endpoints (bodies in ops.serving.schemas):
 
@@ -68,7 +62,6 @@ from fastapi.responses import JSONResponse
 __all__ = ["Services", "app_from_env", "build_services", "create_app", "run_server"]
 
 _DEFAULT_WEIGHTS = BlendWeights()
-_REDIS_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -88,12 +81,7 @@ class Services:
 def build_services(settings: Settings, *, poll_s: float = 1.0, listen: bool = True) -> Services:
     """Clients for ``settings`` with the key layout every driftrec process uses."""
     client = redis.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=5.0,
-        # Scoring runs on the event loop: a Redis that stops answering fails requests
-        # (503) after this long instead of freezing the server, /livez included.
-        socket_timeout=_REDIS_TIMEOUT_S,
-        health_check_interval=30,
+        settings.redis_url, socket_connect_timeout=5.0, health_check_interval=30
     )
     prefix = settings.redis_prefix
     registry = ModelRegistry(client, settings.data_dir / "registry", prefix=f"{prefix}registry:")
@@ -203,7 +191,7 @@ def create_app(
             raise HTTPException(403, "wrong admin token")
 
     @app.post("/recommend", response_model=RecommendResponse)
-    async def recommend(body: RecommendRequest) -> Response:
+    def recommend(body: RecommendRequest) -> Response:
         current = model()
         if body.item_ids is None:
             candidates = s.features.recent_items(body.recent)
@@ -230,7 +218,7 @@ def create_app(
         )
 
     @app.post("/score", response_model=ScoreResponse)
-    async def score(body: ScoreRequest) -> Response:
+    def score(body: ScoreRequest) -> Response:
         current = model()
         scored = s.scorer.score(
             current, body.user_id, list(body.item_ids), body.ts, body.weights or _DEFAULT_WEIGHTS

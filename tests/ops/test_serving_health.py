@@ -6,12 +6,9 @@ The Redis-lost and Redis-back-empty states need a Redis this test may stop: a pr
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
-import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -135,30 +132,6 @@ def test_redis_lost_then_back_empty_is_unready_and_never_an_empty_ranking(
         assert status == 503 and "no item vectors" in _reasons(api)
         r = api.post("/recommend", json={"user_id": "user0"})
         assert r.status_code == 503 and "no candidates" in r.json()["detail"]
-
-
-def test_a_hung_redis_fails_scoring_in_bounded_time_and_livez_still_answers(
-    live_settings: Settings, private_redis: PrivateRedis, tmp_path: Path
-) -> None:
-    # Scoring runs on the event loop: without a socket timeout a Redis that stops
-    # answering (not refusing) would hold the request, and the whole server, forever.
-    settings = _settings(live_settings, tmp_path, private_redis.url)
-    _seed(settings)
-    body = {"user_id": "user0", "item_ids": ["item1", "item2"]}
-    with TestClient(create_app(settings, poll_s=0.1)) as api:
-        assert api.post("/recommend", json=body).status_code == 200
-        assert private_redis.proc is not None
-        os.kill(private_redis.proc.pid, signal.SIGSTOP)
-        try:
-            started = time.monotonic()
-            r = api.post("/recommend", json=body)
-            elapsed = time.monotonic() - started
-            assert r.status_code == 503 and "Redis is unreachable" in r.json()["detail"]
-            assert elapsed < 30.0, elapsed
-            assert api.get("/livez").status_code == 200
-        finally:
-            os.kill(private_redis.proc.pid, signal.SIGCONT)
-        assert wait_until(lambda: api.post("/recommend", json=body).status_code == 200, 30, 0.2)
 
 
 def test_no_model_and_no_vectors_are_unready(live_settings: Settings, tmp_path: Path) -> None:
