@@ -18,11 +18,18 @@ from driftrec.features.joiner import (
     handle,
     joiner_config,
 )
-from driftrec.features.state import DENSE_FEATURES, FeatureConfig, FeatureState, to_micros
+from driftrec.features.state import (
+    DENSE_FEATURES,
+    CandidateFeatures,
+    FeatureConfig,
+    FeatureState,
+    to_micros,
+)
 from driftrec.features.vectorise import FeatureEncoder, TextLookup, stable_hash
 
 __all__ = [
     "DENSE_FEATURES",
+    "CandidateFeatures",
     "FeatureConfig",
     "FeatureEncoder",
     "FeatureState",

@@ -3,7 +3,10 @@
 The one place a feature is defined: the joiner snapshots ``FeatureState`` when an
 impression arrives (before the impression counts, so nothing leaks from the label),
 the snapshot travels on the examples topic, and training, offline evaluation and
-serving all turn snapshots into numbers with ``dense_features``.
+serving all turn snapshots into numbers with ``dense_features``. Serving asks for one
+user against many candidate items at once: ``lookup_many`` gives the same values as
+``lookup`` per item, as columns (``CandidateFeatures``), without building and validating
+one ``ExampleFeatures`` per candidate.
 
 Recent CTR is exponentially decayed with half-life ``h``: after processing events
 ``e_1..e_k`` of an item, its decayed impression count as of time ``t`` is
@@ -40,9 +43,11 @@ from driftrec.core import Click, ConfigError, Conversion, Dwell, ExampleFeatures
 
 __all__ = [
     "DENSE_FEATURES",
+    "CandidateFeatures",
     "FeatureConfig",
     "FeatureState",
     "dense_features",
+    "dense_matrix",
     "to_micros",
 ]
 
@@ -94,6 +99,54 @@ class FeatureConfig:
             raise ConfigError(f"ttl must be positive or None, got {self.ttl}")
         if not 0.0 <= self.ctr_prior <= 1.0 or self.ctr_prior_weight <= 0.0:
             raise ConfigError("ctr_prior must be in [0, 1] and ctr_prior_weight positive")
+
+
+@dataclass(frozen=True)
+class CandidateFeatures:
+    """``FeatureState.lookup`` of one user against B items at one time, as columns.
+
+    Serving scores ~100 candidates per request: arrays and one user row instead of B
+    validated ``ExampleFeatures``. ``rows()`` gives those objects (equal to ``lookup``'s).
+    """
+
+    user_impressions: int
+    user_clicks: int
+    #: The user's most recently clicked item ids, oldest first.
+    recent_clicks: tuple[str, ...]
+    #: ``[B, 4]`` float64: impressions, clicks, decayed impressions, decayed clicks.
+    item_counts: np.ndarray
+    #: Catalog category per item ("" while unknown).
+    categories: list[str]
+
+    def __len__(self) -> int:
+        return len(self.categories)
+
+    def rows(self) -> list[ExampleFeatures]:
+        """One ``ExampleFeatures`` per item (validated: for tests and non-hot paths)."""
+        return [
+            ExampleFeatures(
+                user_impressions=self.user_impressions,
+                user_clicks=self.user_clicks,
+                item_impressions=int(impressions),
+                item_clicks=int(clicks),
+                item_recent_impressions=float(recent_impressions),
+                item_recent_clicks=float(recent_clicks),
+                category=category,
+                recent_clicks=self.recent_clicks,
+            )
+            for (impressions, clicks, recent_impressions, recent_clicks), category in zip(
+                self.item_counts.tolist(), self.categories, strict=True
+            )
+        ]
+
+    def counts(self) -> np.ndarray:
+        """``[B, 7]`` float64 in ``dense_matrix``'s column order."""
+        n = len(self)
+        user = np.broadcast_to(
+            np.array([self.user_impressions, self.user_clicks], np.float64), (n, 2)
+        )
+        history = np.full((n, 1), len(self.recent_clicks), np.float64)
+        return np.hstack([user, self.item_counts, history])
 
 
 @dataclass
@@ -168,19 +221,46 @@ class FeatureState:
     def lookup(self, user_id: str, item_id: str, ts: datetime) -> ExampleFeatures:
         """Features of (user, item) as of ``ts`` from what has been observed so far."""
         user = self._users.get(user_id) or _User()
-        item = self._items.get(item_id) or _ItemCounts()
-        factor = 1.0
-        if item.ref_us is not None:
-            factor = self._decay(max(0, to_micros(ts) - item.ref_us))
+        impressions, clicks, recent_impressions, recent_clicks = self._item_counts(
+            item_id, to_micros(ts)
+        )
         return ExampleFeatures(
             user_impressions=user.impressions,
             user_clicks=user.clicks,
-            item_impressions=item.impressions,
-            item_clicks=item.clicks,
-            item_recent_impressions=item.decayed_impressions * factor,
-            item_recent_clicks=item.decayed_clicks * factor,
+            item_impressions=impressions,
+            item_clicks=clicks,
+            item_recent_impressions=recent_impressions,
+            item_recent_clicks=recent_clicks,
             category=self.category(item_id),
             recent_clicks=tuple(item_id for _, item_id in user.recent),
+        )
+
+    def lookup_many(self, user_id: str, item_ids: Sequence[str], ts: datetime) -> CandidateFeatures:
+        """``lookup(user_id, i, ts)`` for every ``i`` in ``item_ids``, as columns."""
+        user = self._users.get(user_id) or _User()
+        ts_us = to_micros(ts)
+        counts = np.array([self._item_counts(i, ts_us) for i in item_ids], np.float64)
+        return CandidateFeatures(
+            user_impressions=user.impressions,
+            user_clicks=user.clicks,
+            recent_clicks=tuple(item_id for _, item_id in user.recent),
+            item_counts=counts.reshape(-1, 4),
+            categories=[self.category(i) for i in item_ids],
+        )
+
+    def _item_counts(self, item_id: str, ts_us: int) -> tuple[int, int, float, float]:
+        """Impressions, clicks and both decayed counts of an item as of ``ts_us``."""
+        item = self._items.get(item_id)
+        if item is None:
+            return 0, 0, 0.0, 0.0
+        factor = 1.0
+        if item.ref_us is not None:
+            factor = self._decay(max(0, ts_us - item.ref_us))
+        return (
+            item.impressions,
+            item.clicks,
+            item.decayed_impressions * factor,
+            item.decayed_clicks * factor,
         )
 
     def snapshot(self, impression: Impression) -> ExampleFeatures:
@@ -325,9 +405,22 @@ def dense_features(
         ],
         dtype=np.float64,
     ).reshape(-1, 7)
-    clock = np.array(
-        [(i.position, i.ts.hour, i.ts.minute, i.ts.second) for i in impressions], dtype=np.float64
-    ).reshape(-1, 4)
+    clock = np.array([clock_row(i.position, i.ts) for i in impressions], np.float64)
+    return dense_matrix(counts, clock.reshape(-1, 4), config)
+
+
+def clock_row(position: int, ts: datetime) -> tuple[int, int, int, int]:
+    """The impression's part of ``dense_matrix``'s input: position, hour, minute, second."""
+    return position, ts.hour, ts.minute, ts.second
+
+
+def dense_matrix(counts: np.ndarray, clock: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """The dense features from raw columns; ``dense_features`` and serving both end here.
+
+    ``counts`` is ``[B, 7]``: user impressions, user clicks, item impressions, item
+    clicks, decayed item impressions, decayed item clicks, history length
+    (``CandidateFeatures.counts``); ``clock`` is ``[B, 4]`` rows of ``clock_row``.
+    """
     u_imp, u_click, i_imp, i_click, r_imp, r_click, n_hist = counts.T
     day_fraction = (clock[:, 1:] @ np.array([3600.0, 60.0, 1.0])) / 86400.0
     angle = 2.0 * np.pi * day_fraction

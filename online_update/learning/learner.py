@@ -182,7 +182,8 @@ class OnlineLearner:
     def predict_many(self, batch: Batch) -> dict[str, np.ndarray]:
         """Predictions per task name (click = pCTR, conversion = pCTCVR, dwell = log1p s)."""
         check_batch(batch, self.config.model)
-        self.model.eval()
+        if self.model.training:  # eval() walks every module: ~0.1 ms per serving request
+            self.model.eval()
         with torch.no_grad():
             out = predict(self.config.model.tasks, self.model(batch))
         return self._columns(out)

@@ -1,10 +1,14 @@
 """Scoring candidates: features from Redis, the shared encoder, the model, the blend.
 
-The request path has exactly the training path's feature code: ``RedisFeatureStore.read``
-rebuilds ``FeatureState`` entries and calls ``lookup``; ``FeatureEncoder.to_batch`` turns
-them into a ``Batch`` with text vectors from ``RedisVectorStore``. Two Redis round trips
-per request (features, then vectors of the candidates and the user's recent clicks),
-one once the candidates' vectors are cached (``Scorer``).
+The request path has exactly the training path's feature code, without its per-row
+objects: ``RedisFeatureStore.read_candidates`` rebuilds ``FeatureState`` entries and
+calls ``lookup_many`` (the user and every candidate from one Redis round trip), and
+``FeatureEncoder.candidates_to_batch`` turns those columns into a ``Batch`` with the
+assembly step ``to_batch`` uses, with text vectors from ``RedisVectorStore``. The request
+body is validated once by the API; nothing per candidate is validated again. A second
+round trip reads the vectors of candidates and recent clicks the cache does not hold
+(``Scorer``), so a warm request makes one.
+
 Item counts come from the user's events partition (``user_shard`` over ``partitions``),
 as in the joiner's snapshots the model was trained on.
 
@@ -28,8 +32,8 @@ from datetime import datetime
 
 import numpy as np
 import torch
-from driftrec.core import Impression
 from driftrec.features import TextLookup
+from driftrec.models import Batch
 from driftrec.online_update.embeddings import RedisVectorStore
 from driftrec.ops.serving.model_holder import LoadedModel
 from driftrec.ops.serving.schemas import BlendWeights, ItemScore
@@ -127,19 +131,24 @@ class Scorer:
         ts: datetime | None,
         weights: BlendWeights,
     ) -> Scored:
-        shard = user_shard(user_id, self.partitions)
-        features, as_of = self.features.read(user_id, item_ids, ts, shard=shard)
-        impressions = [
-            Impression(event_id="serving", user_id=user_id, item_id=item_id, ts=as_of)
-            for item_id in item_ids
-        ]
+        batch, as_of = self.batch(model, user_id, item_ids, ts)
         preds: dict[str, np.ndarray] = {}
         if item_ids:
-            batch = model.encoder.to_batch(impressions, features, self._lookup(model))
             with torch.inference_mode():
                 preds = model.learner.predict_many(batch)
         click, ctcvr, dwell_s, score = blend(preds, weights)
         return Scored(model.version, as_of, item_ids, click, ctcvr, dwell_s, score)
+
+    def batch(
+        self, model: LoadedModel, user_id: str, item_ids: list[str], ts: datetime | None
+    ) -> tuple[Batch, datetime]:
+        """The model input ``score`` builds for these candidates, and its event time."""
+        shard = user_shard(user_id, self.partitions)
+        features, as_of = self.features.read_candidates(user_id, item_ids, ts, shard=shard)
+        batch = model.encoder.candidates_to_batch(
+            user_id, item_ids, features, as_of, self._lookup(model)
+        )
+        return batch, as_of
 
     def _lookup(self, model: LoadedModel) -> TextLookup:
         version, dim = model.embedding_version, model.encoder.text_dim

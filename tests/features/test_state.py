@@ -92,6 +92,21 @@ def test_snapshots_equal_pandas_oracle(
         assert got == expected
 
 
+@settings(max_examples=60, deadline=None)
+@given(events_strategy, st.integers(0, 3), st.integers(-10, 130))
+def test_lookup_many_equals_lookup_per_item(
+    raw: list[tuple[str, int, int, float]], user: int, minute: int
+) -> None:
+    state = FeatureState(FeatureConfig(history_size=3, ctr_half_life=HALF_LIFE))
+    for n, (kind, u, i, m) in enumerate(raw):
+        state.observe(_event(kind, n, u, i, m))  # type: ignore[arg-type]
+    items = ["i0", "i3", "never-seen", "i1", "i0", "i2"]  # repeats and unknowns included
+    ts = T0 + timedelta(minutes=minute)  # before, between and after the events
+    many = state.lookup_many(f"u{user}", items, ts)
+    assert len(many) == len(items) and many.item_counts.shape == (len(items), 4)
+    assert many.rows() == [state.lookup(f"u{user}", item, ts) for item in items]
+
+
 def test_snapshot_excludes_the_impression_itself() -> None:
     state = FeatureState()
     imp = Impression(event_id="a", user_id="u", item_id="i", ts=T0)
@@ -247,6 +262,31 @@ def test_examples_to_batch_labels() -> None:
     assert batch.click.dtype == torch.float32  # type: ignore[union-attr]
     unlabelled = encoder.to_batch(impressions, features, Lookup())
     assert torch.equal(unlabelled.dense, batch.dense) and torch.equal(unlabelled.user, batch.user)
+
+
+def test_candidates_to_batch_equals_to_batch_of_the_same_impressions() -> None:
+    state = FeatureState(FeatureConfig(history_size=4, ctr_half_life=HALF_LIFE))
+    state.observe(Item(item_id="a", title="t", category="news", ts=T0))
+    for n, (kind, item) in enumerate(
+        [(Impression, "a"), (Click, "a"), (Impression, "b"), (Click, "zz")]
+    ):
+        ts = T0 + timedelta(minutes=n)
+        state.observe(kind(event_id=f"e{n}", user_id="u0", item_id=item, ts=ts))
+    ts = datetime(2024, 3, 1, 13, 37, 11, tzinfo=UTC)
+    items = ["a", "b", "zz", "new", "a"]
+    impressions = [Impression(event_id="s", user_id="u0", item_id=i, ts=ts) for i in items]
+    encoder = FeatureEncoder(text_dim=3, config=state.config)
+    rows = encoder.to_batch(impressions, [state.snapshot(i) for i in impressions], Lookup())
+    lookup = Lookup()
+    columns = encoder.candidates_to_batch(
+        "u0", items, state.lookup_many("u0", items, ts), ts, lookup
+    )
+    assert lookup.calls == [["a", "b", "zz", "new"]]  # one call, unique ids
+    assert rows.interest.abs().sum() > 0 and rows.has_text.tolist() == [1, 1, 0, 0, 1]
+    for name in ("user", "item", "category", "text", "has_text", "interest", "dense"):
+        assert torch.equal(getattr(rows, name), getattr(columns, name)), name
+    with pytest.raises(ConfigError, match="candidates"):
+        encoder.candidates_to_batch("u0", items[:2], state.lookup_many("u0", items, ts), ts, lookup)
 
 
 def test_empty_batch_and_bad_lookup() -> None:

@@ -3,8 +3,10 @@ through the serving path get the same features, the same batch and the same pred
 
 Trainer path: the joiner's ``FeatureState.snapshot`` of each impression in an ``Example``,
 ``FeatureEncoder.examples_to_batch`` with the vector store's lookup (as
-``Trainer.learn``), ``predict_many``. Serving path: ``Scorer.score`` over the Redis
-feature store that the same state was written to, with the model the server loaded.
+``Trainer.learn``), ``predict_many``. Serving path: ``Scorer.batch`` and ``Scorer.score``
+over the Redis feature store that the same state was written to, with the model the
+server loaded: the columnar fast path (``read_candidates``, ``candidates_to_batch``, the
+cached vectors), compared tensor by tensor with the trainer's batch.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from driftrec.core import Example, Impression, Item
+from driftrec.core import Click, Example, Impression, Item
 from driftrec.features import FeatureEncoder, FeatureState
 from driftrec.ops.bench.serve_world import T0, TINY_MODEL, drop_prefix, seed_world
 from driftrec.ops.serving.app import build_services
@@ -50,11 +52,10 @@ def test_trainer_and_serving_paths_agree(
             ts = T0 + timedelta(hours=2, seconds=k)
             other = rng.choice(world.users)
             if user_shard(other, settings.partitions) == shard:
-                state.observe(
-                    Impression(
-                        event_id=f"p{k}", user_id=other, item_id=rng.choice(world.items), ts=ts
-                    )
-                )
+                item = rng.choice(world.items)
+                state.observe(Impression(event_id=f"p{k}", user_id=other, item_id=item, ts=ts))
+                if k % 3 == 0:  # clicks give users a history: the interest vector
+                    state.observe(Click(event_id=f"c{k}", user_id=other, item_id=item, ts=ts))
         as_of = T0 + timedelta(hours=2, seconds=300)
         writer = RedisFeatureStore(services.client, redis_prefix, services.features.config)
         writer.write(state, world.users, world.items, as_of=as_of, shard=shard)
@@ -64,6 +65,8 @@ def test_trainer_and_serving_paths_agree(
         assert model is not None
         candidates = rng.sample(world.items, 25)
         scored = services.scorer.score(model, user, candidates, as_of, BlendWeights())
+        served_batch, served_as_of = services.scorer.batch(model, user, candidates, as_of)
+        assert served_as_of == as_of
 
         impressions = [
             Impression(event_id=f"t{j}", user_id=user, item_id=item, ts=as_of)
@@ -82,7 +85,7 @@ def test_trainer_and_serving_paths_agree(
 
         encoder = FeatureEncoder(TINY_MODEL.text_dim, services.features.config)
         trained_batch = encoder.examples_to_batch(examples, lookup)
-        served_batch = model.encoder.to_batch(impressions, served_features, lookup)
+        assert trained_batch.has_text.sum() > 0 and trained_batch.interest.abs().sum() > 0
         for name in ("user", "item", "category", "dense", "text", "has_text", "interest"):
             np.testing.assert_array_equal(
                 np.asarray(getattr(trained_batch, name)), np.asarray(getattr(served_batch, name))

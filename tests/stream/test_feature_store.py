@@ -174,6 +174,25 @@ def test_unknown_user_and_items_and_the_watermark(store: RedisFeatureStore) -> N
     assert store.read("u", []) == ([], ts)
 
 
+def test_item_ids_travel_as_one_json_argument_whatever_they_contain(
+    store: RedisFeatureStore,
+) -> None:
+    items = ['quote"d', "back\\slash", "naïve 東京 🚀", "comma,[1]", "nl\nid", "i"]
+    state = FeatureState(CONFIG)
+    for k, item in enumerate(items):
+        state.observe(Item(item_id=item, title="t", category=f"c{k}", ts=T0))
+        state.observe(Impression(event_id=f"e{k}", user_id="u", item_id=item, ts=T0))
+    state.observe(Click(event_id="c", user_id="u", item_id=items[2], ts=T0))
+    store.write_items(
+        [Item(item_id=i, title="t", category=f"c{k}", ts=T0) for k, i in enumerate(items)]
+    )
+    store.write(state, ["u"], items, as_of=T0)
+    ts = T0 + timedelta(minutes=5)
+    got, _ = store.read_candidates("u", [*items, "unknown"], ts)
+    assert got.rows() == [state.lookup("u", i, ts) for i in [*items, "unknown"]]
+    assert got.categories[:3] == ["c0", "c1", "c2"] and got.recent_clicks == (items[2],)
+
+
 def test_entries_idle_longer_than_the_ttl_are_deleted_as_writes_go_on(
     client: redis.Redis, redis_prefix: str
 ) -> None:
