@@ -193,7 +193,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     token = "$DRIFTREC_ADMIN_TOKEN" if settings.admin_token else f"$(cat {token_path(settings)})"
     url = f"localhost:{settings.serve_port}"
     print(
-        "\nWatch it learn, in another terminal:   .venv/bin/driftrec watch\n"
+        f"\nWatch it learn, in the browser:        http://{url}/dashboard\n"
+        "Or in another terminal:                .venv/bin/driftrec watch\n"
         f"Ask for recommendations:               curl -s {url}/recommend "
         '-H \'content-type: application/json\' -d \'{"user_id": "u42", "k": 5}\'\n'
         f"Roll the served model back:            curl -s -X POST {url}/models/rollback "
