@@ -22,6 +22,7 @@ joiner waits before a batch while the trainer is too far behind (stream/pacing.p
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -63,6 +64,14 @@ def _raw_topic(app: faust.App, name: str, partitions: int | None = None, acks: b
     )
 
 
+def _forget_stopped(client: redis.Redis, key: str, before: float) -> None:
+    """Delete the statuses of workers silent since before ``before`` (each process
+    writes its own entry, so without this the hash would grow with every restart)."""
+    stale = [w for w, raw in client.hgetall(key).items() if json.loads(raw).get("ts", 0) < before]
+    if stale:
+        client.hdel(key, *stale)
+
+
 def register_joiner(
     app: faust.App,
     settings: DriftrecConfig,
@@ -84,6 +93,7 @@ def register_joiner(
     joining = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftrec-joiner")
     metrics = metrics or WorkerMetrics()
     history = HistoryWriter(worker.redis, settings, worker_id)
+    beats = itertools.count()  # heartbeats written by this worker
 
     async def send_dead_letter(letter: DeadLetter) -> None:
         metrics.dead_letter("joiner", letter.reason)
@@ -128,8 +138,9 @@ def register_joiner(
         lag = consumer_lag(app, settings.topic_events, covered)
         metrics.joined(worker.counts, EVENT_TYPES)
         metrics.lags(settings.topic_events, lag, worker.states)
+        now = time.time()
         status = {
-            "ts": time.time(),
+            "ts": now,
             "partitions": sorted(worker.states),
             "lag": {str(p): n for p, n in lag.items()},
             **worker.counts,
@@ -139,6 +150,8 @@ def register_joiner(
         def write() -> None:
             worker.redis.hset(key, worker_id, json.dumps(status))
             history.append(history.keys.joiner, status)
+            if next(beats) % 100 == 0:  # every few minutes: forget workers gone for long
+                _forget_stopped(worker.redis, key, now - settings.history_retention_s)
 
         try:  # a status is for people: skip it while Redis is away
             await asyncio.to_thread(write)
