@@ -80,6 +80,8 @@ _log = logging.getLogger(__name__)
 Status = Literal["candidate", "active", "retired", "rejected"]
 HISTORY_LIMIT = 1000
 _RETRIES = 20
+#: The event kinds that make a version active.
+_SWITCHES = ("promote", "auto-promote", "rollback")
 _CHUNK = 1 << 20
 
 
@@ -339,6 +341,23 @@ class ModelRegistry:
                 )
             )
         return out
+
+    def last_activation(self, version: str, *, batch: int = 100) -> int | None:
+        """When (ms, Redis's clock) ``version`` last became active, from the events
+        stream read newest first; None when no kept event says so."""
+        key, end = f"{self.prefix}events", "+"
+        while True:
+            rows = cast(
+                "list[tuple[bytes | str, dict[bytes | str, bytes | str]]]",
+                self.redis.xrevrange(key, max=end, count=batch),
+            )
+            for raw_id, raw in rows:
+                fields = {_text(k): _text(v) for k, v in raw.items()}
+                if fields.get("version") == version and fields.get("kind") in _SWITCHES:
+                    return int(_text(raw_id).partition("-")[0])
+            if len(rows) < batch:
+                return None
+            end = f"({_text(rows[-1][0])}"
 
     def open_artifact(self, version: str) -> Path:
         """The artifact's path, after checking its sha256 against the published one."""

@@ -39,7 +39,6 @@ __all__ = [
 
 #: The rolling metrics the charts draw (and the reference band is computed for).
 TASK_METRICS = ("click.auc", "click.logloss", "conversion.auc", "conversion.logloss", "dwell.mae")
-_SWITCHES = ("promote", "auto-promote", "rollback")
 
 
 class Cursor(BaseModel):
@@ -166,7 +165,8 @@ def read_history_view(
     markers.sort(key=lambda m: m.ms)
 
     active = registry.active_version_name()
-    activations = [(e.ms, e.version) for e in registry.events() if e.kind in _SWITCHES]
+    activated = None if active is None else registry.last_activation(active)
+    activations = [] if activated is None or active is None else [(activated, active)]
     span = int(settings.reference_window_s * 1000)
     window = reference_window(activations, active, span, pinned)
     bands: dict[str, Band] = {}

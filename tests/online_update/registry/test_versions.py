@@ -451,3 +451,15 @@ def test_events_stream_is_bounded(client: redis.Redis, redis_prefix: str, tmp_pa
         publish(small, tmp_path, tag)
     # MAXLEN ~ trims whole radix-tree nodes (100 entries by default), never below the bound.
     assert 1 <= client.xlen(f"{redis_prefix}events") <= 200
+
+
+@integration
+def test_last_activation_reads_back_across_batches(registry: ModelRegistry, tmp_path: Path) -> None:
+    v1 = publish(registry, tmp_path, 1)
+    registry.promote(v1.version, reason="first")
+    for tag in range(2, 8):  # checkpoints after the activation, more than one batch of them
+        publish(registry, tmp_path, tag)
+    activated = registry.last_activation(v1.version, batch=2)
+    promote = [e for e in registry.events() if e.kind == "promote"]
+    assert activated == promote[0].ms
+    assert registry.last_activation("v999999", batch=2) is None
