@@ -68,7 +68,9 @@ def render(status: LiveStatus) -> Group:
     elif status.trainer_age_s is None:
         trainer_line = "no trainer yet"
     else:
-        trainer_line = f"[bold red]trainer gone[/] (last status {status.trainer_age_s:,.0f} s ago)"
+        trainer_line = (
+            f"[bold red]trainer silent {status.trainer_age_s:,.0f} s[/] (stopped or stalled)"
+        )
     header.add_row(
         f"active model [bold]{status.active_model or '-'}[/]",
         trainer_line,

@@ -72,7 +72,7 @@ def test_shows_windowed_rates_metrics_alarms_and_versions() -> None:
 
 def test_a_gone_trainer_and_stopped_workers_are_said_so() -> None:
     out = text_of(status(trainer_alive=False, trainer_age_s=42.0, workers=[], gone_workers=2))
-    assert "trainer gone (last status 42 s ago)" in out, out
+    assert "trainer silent 42 s (stopped or stalled)" in out, out
     assert "no joiner alive  (2 stopped, no heartbeat)" in out, out
     assert "0.7123" not in out  # a stopped trainer's last numbers are not current
 

@@ -189,7 +189,7 @@ function renderStatus(s) {
   state.freshnessTarget = s.freshness_target_s;
   const fmt = (v, d = 2) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
   const workers = s.workers.map((w) => `${w.id} p${JSON.stringify(w.partitions)}`).join(", ") || "none alive";
-  const trainer = s.trainer_alive ? `trainer alive (${fmt(s.trainer_age_s, 0)} s ago)` : s.trainer_age_s === null ? "no trainer yet" : `trainer gone (last seen ${fmt(s.trainer_age_s, 0)} s ago)`;
+  const trainer = s.trainer_alive ? `trainer alive (${fmt(s.trainer_age_s, 0)} s ago)` : s.trainer_age_s === null ? "no trainer yet" : `<span class="behind">trainer silent ${fmt(s.trainer_age_s, 0)} s (stopped or stalled)</span>`;
   const html = [
     `<span id="status-model">model <b>${s.active_model || "–"}</b></span>`,
     `<span>${trainer}</span>`,
