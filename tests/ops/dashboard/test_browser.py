@@ -5,7 +5,8 @@ Playwright opens ``/dashboard`` of a real `driftrec serve`; a real `driftrec wor
 learns from the synthetic drifting log replayed into the real Kafka, with its own
 topics, consumer group, Redis prefix and data directory. The page must draw points,
 show a drift-alarm and a promotion marker once they happened, and a rollback made
-through the API; the worker's Prometheus endpoint must count what it learned. The
+through the API; the worker's Prometheus endpoint must count what it learned; once the
+worker is killed, the page must stop listing it within the heartbeat timeout. The
 screenshot is saved in the test's temporary folder.
 """
 
@@ -76,6 +77,7 @@ def settings(isolated: Settings, redis_prefix: str, tmp_path: Path) -> Settings:
             "checkpoint_every_s": 3.0,
             "checkpoint_every_examples": 3000,
             "reference_window_s": 30.0,
+            "heartbeat_timeout_s": 8.0,
         }
     )
 
@@ -195,12 +197,28 @@ def test_dashboard_shows_learning_drift_promotion_and_rollback(
         )
         screenshot = tmp_path / "dashboard.png"
         page.screenshot(path=str(screenshot), full_page=True)
+        metrics = scrape(settings.metrics_port)
+
+        # A crashed worker disappears from the live status within the heartbeat timeout.
+        worker.kill()
+        killed = time.monotonic()
+        wait_for(
+            "the killed worker leaving the status",
+            lambda: (
+                "none alive" in page.inner_text("#status-workers")
+                and "silent" in page.inner_text("#status")
+            ),
+            settings.heartbeat_timeout_s + 20,
+            seen,
+        )
+        gone_after = time.monotonic() - killed
         assert not [line for line in console if line.startswith(("error", "page error"))], console
         browser.close()
-    print(f"\nscreenshot: {screenshot} ({time.monotonic() - started:.0f} s)")
+    print(
+        f"\nscreenshot: {screenshot} ({time.monotonic() - started:.0f} s); worker gone after {gone_after:.0f} s"
+    )
     assert screenshot.stat().st_size > 10_000
 
-    metrics = scrape(settings.metrics_port)
     applied = [
         float(line.split()[-1])
         for line in metrics.splitlines()

@@ -122,6 +122,9 @@ def test_history_view_reads_on_from_its_cursor_with_markers_and_band(
         writer.keys.events,
         {"kind": "drift-alarm", "detector": "adwin", "task": "click", "example_index": 1200},
     )
+    writer.append(
+        writer.keys.events, {"kind": "embedding-switch", "version": "enc-b", "previous": "enc-a"}
+    )
     view = read_history_view(redis_client, registry, settings, Cursor())
     assert [r["click.auc"] for r in view.trainer] == [0.6, 0.7, 0.8]
     assert [r["lag.examples:0"] for r in view.trainer] == [12, 12, 12]
@@ -129,6 +132,7 @@ def test_history_view_reads_on_from_its_cursor_with_markers_and_band(
         ("checkpoint", f"checkpoint {v1} (1,000 examples)"),
         ("auto-promote", f"auto-promote {v1}"),
         ("drift-alarm", "adwin on click at example 1,200"),
+        ("embedding-switch", "embeddings enc-a -> enc-b"),
     ]
     assert view.active == v1 and view.reference_window is not None
     band = view.reference["click.auc"]
