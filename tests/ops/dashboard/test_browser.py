@@ -195,6 +195,9 @@ def test_dashboard_shows_learning_drift_promotion_and_rollback(
             60,
             seen,
         )
+        drawn = """() => ['lag', 'psi'].every((id) =>
+            window.driftrec.charts[id].data.datasets.some((d) => d.data.length >= 1))"""
+        wait_for("points in the lag and PSI charts", lambda: page.evaluate(drawn), 60, seen)
         screenshot = tmp_path / "dashboard.png"
         page.screenshot(path=str(screenshot), full_page=True)
         metrics = scrape(settings.metrics_port)
