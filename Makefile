@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv and install driftrec with its dev extras (quick when nothing changed)
 
-system-deps: ## install redis-server, Java and Maven where missing (apt)
+system-deps: ## install redis-server, Java, Maven and Chromium (browser test) where missing (apt)
 	@bash ops/scripts/install-system-deps.sh
 
 services: setup system-deps ## start local Kafka and Redis (idempotent)

@@ -172,6 +172,15 @@ class DriftrecConfig(BaseModel):
         description="Text encoder: minilm (packaged), hashing[:dim], or a local HF model directory.",
     )
     web_port: int = Field(6066, ge=0, description="faust worker web port (0 = disabled).")
+    history_max_len: int = Field(
+        30_000,
+        ge=100,
+        description="Each history stream (trainer samples, joiner samples, events) keeps "
+        "about this many entries (a trainer sample a second: about 8 hours).",
+    )
+    history_retention_s: float = Field(
+        86_400.0, gt=0, description="History entries older than this many seconds are dropped."
+    )
 
     def kafka_client_options(self) -> dict[str, Any]:
         """Security options in the keyword form kafka-python and aiokafka both accept."""

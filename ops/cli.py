@@ -86,9 +86,25 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
     # faust only subscribes to topics that exist when it starts; create ours first.
     ensure_topics(settings)
-    from driftrec.stream import create_app
+    from driftrec.stream import WorkerMetrics, create_app
 
-    worker = Worker(create_app(settings, args.role), loglevel=args.loglevel, quiet=True)
+    metrics = WorkerMetrics()
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        try:  # a thread of its own: a scrape never waits on the event loop
+            start_http_server(
+                settings.metrics_port, settings.metrics_host, registry=metrics.registry
+            )
+        except OSError as error:
+            # A second worker on this host: it still works, only without its own series.
+            print(
+                f"driftrec: warning: Prometheus metrics off, port {settings.metrics_port} "
+                f"is taken ({error}); give each worker its own DRIFTREC_METRICS_PORT",
+                file=sys.stderr,
+            )
+    app = create_app(settings, args.role, metrics)
+    worker = Worker(app, loglevel=args.loglevel, quiet=True)
     worker.execute_from_commandline()
     return 0
 
@@ -177,7 +193,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     token = "$DRIFTREC_ADMIN_TOKEN" if settings.admin_token else f"$(cat {token_path(settings)})"
     url = f"localhost:{settings.serve_port}"
     print(
-        "\nWatch it learn, in another terminal:   .venv/bin/driftrec watch\n"
+        f"\nWatch it learn, in the browser:        http://{url}/dashboard\n"
+        "Or in another terminal:                .venv/bin/driftrec watch\n"
         f"Ask for recommendations:               curl -s {url}/recommend "
         '-H \'content-type: application/json\' -d \'{"user_id": "u42", "k": 5}\'\n'
         f"Roll the served model back:            curl -s -X POST {url}/models/rollback "

@@ -38,6 +38,36 @@ class Settings(BaseSettings, DriftrecConfig):
         None,
         description="Bearer token for admin endpoints (promote, rollback); unset = admin disabled.",
     )
+    metrics_port: int = Field(
+        9465,
+        ge=0,
+        le=65535,
+        description="Port of the worker's Prometheus /metrics (0 = off; one worker per port).",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address the worker's /metrics listens on (0.0.0.0 in Docker)."
+    )
+    heartbeat_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="A worker whose last status is older than this is shown as gone "
+        "(`watch`, dashboard).",
+    )
+    rate_window_s: float = Field(
+        10.0, gt=0, description="Events/s and examples/s are averaged over this sliding window."
+    )
+    freshness_target_s: float = Field(
+        5.0, gt=0, description="Freshness p95 above this is shown as behind (`watch`, dashboard)."
+    )
+    lag_target: int = Field(
+        10_000, ge=0, description="Total consumer lag above this is shown as behind."
+    )
+    reference_window_s: float = Field(
+        60.0,
+        gt=0,
+        description="Dashboard: the reference band covers this many seconds before the "
+        "active version's promotion.",
+    )
 
 
 @lru_cache(maxsize=1)

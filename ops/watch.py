@@ -1,25 +1,26 @@
 """`driftrec watch`: a live terminal view of what the stream is learning.
 
-Reads what the agents publish to Redis (the trainer's status, each joiner's
-counters, the registry's active version) once a second; rates are differences
-between two readings, so the view itself costs the pipeline nothing.
+Reads the live status once a second (ops.dashboard.read_live_status: the trainer's
+status, each joiner's heartbeat, the active versions, and rates over a sliding window
+of the history), so the view itself costs the pipeline nothing and tells the truth: a
+worker whose heartbeat is older than ``DRIFTREC_HEARTBEAT_TIMEOUT_S`` is gone, rates
+fall to 0 when nothing moves, lag and freshness are coloured against their targets.
+The dashboard (``/dashboard`` of `driftrec serve`) shows the same numbers with history.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
 import redis
+from driftrec.ops.dashboard import LiveStatus, read_live_status
 from driftrec.ops.settings import Settings
-from rich.console import Group
+from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-__all__ = ["Snapshot", "read_snapshot", "render", "watch"]
+__all__ = ["render", "watch"]
 
 _TASK_COLUMNS = {
     "click": ("auc", "logloss", "auc_cumulative"),
@@ -28,55 +29,21 @@ _TASK_COLUMNS = {
 }
 
 
-@dataclass
-class Snapshot:
-    """One reading of everything the view shows."""
-
-    at: float
-    trainer: dict[str, Any] = field(default_factory=dict)
-    joiners: dict[str, dict[str, Any]] = field(default_factory=dict)
-    active_model: str | None = None
-    embedding_version: str | None = None
-
-    @property
-    def events(self) -> int:
-        kinds = ("impression", "click", "conversion", "dwell")
-        return sum(int(j.get(k, 0)) for j in self.joiners.values() for k in kinds)
-
-    @property
-    def examples(self) -> int:
-        return int(self.trainer.get("examples_seen", 0))
-
-
-def _text(value: Any) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def read_snapshot(client: redis.Redis, settings: Settings) -> Snapshot:
-    prefix = settings.redis_prefix
-    trainer, active, embedding = client.mget(
-        f"{prefix}metrics:trainer", f"{prefix}registry:active", f"{prefix}emb:active"
-    )
-    joiners = client.hgetall(f"{prefix}metrics:joiner")
-    return Snapshot(
-        at=time.monotonic(),
-        trainer=json.loads(trainer) if trainer else {},
-        joiners={_text(k) or "": json.loads(v) for k, v in joiners.items()},
-        active_model=_text(active),
-        embedding_version=_text(embedding),
-    )
-
-
-def _fmt(value: Any) -> str:
+def _fmt(value: object) -> str:
     return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def render(now: Snapshot, before: Snapshot | None) -> Group:
-    """The view for one reading; rates need the previous one."""
-    elapsed = max(now.at - before.at, 1e-9) if before else 0.0
-    events_rate = (now.events - before.events) / elapsed if before else 0.0
-    examples_rate = (now.examples - before.examples) / elapsed if before else 0.0
-    metrics = now.trainer.get("metrics", {})
+def _judged(text: str, behind: bool | None) -> str:
+    """``text`` red when behind its target, green when within, plain when unknown."""
+    if behind is None:
+        return text
+    return f"[bold red]{text} (behind)[/]" if behind else f"[green]{text}[/]"
+
+
+def render(status: LiveStatus) -> Group:
+    """The view of one live status."""
+    trainer = status.trainer if status.trainer_alive else {}
+    metrics = trainer.get("metrics", {})
     table = Table(title="prequential metrics (rolling window / since start)", expand=True)
     table.add_column("task")
     for name in ("rolling", "logloss", "cumulative"):
@@ -88,25 +55,35 @@ def render(now: Snapshot, before: Snapshot | None) -> Group:
     header = Table.grid(expand=True)
     for _ in range(3):
         header.add_column()
+    window = f"{status.window_s:g} s"
+    freshness = f"freshness p50/p95 {_fmt(status.freshness_p50_s)}/{_fmt(status.freshness_p95_s)} s"
     header.add_row(
-        f"events/s [bold]{events_rate:,.0f}[/]  (total {now.events:,})",
-        f"examples/s [bold]{examples_rate:,.0f}[/]  (applied {now.examples:,})",
-        f"freshness p50/p95 {_fmt(now.trainer.get('freshness_p50_s'))}/{_fmt(now.trainer.get('freshness_p95_s'))} s",
+        f"events/s [bold]{status.events_rate:,.0f}[/] over {window}  (total {status.events_total:,})",
+        f"examples/s [bold]{status.examples_rate:,.0f}[/] over {window}  "
+        f"(applied {status.examples_seen:,})",
+        _judged(freshness, status.freshness_behind),
     )
+    if status.trainer_alive:
+        trainer_line = f"last checkpoint {trainer.get('checkpoint') or '-'}  learner {trainer.get('learner') or '-'}"
+    elif status.trainer_age_s is None:
+        trainer_line = "no trainer yet"
+    else:
+        trainer_line = (
+            f"[bold red]trainer silent {status.trainer_age_s:,.0f} s[/] (stopped or stalled)"
+        )
     header.add_row(
-        f"active model [bold]{now.active_model or '-'}[/]",
-        f"last checkpoint {now.trainer.get('checkpoint') or '-'}  "
-        f"learner {now.trainer.get('learner') or '-'}",
-        f"embeddings {now.embedding_version or 'none yet'}",
+        f"active model [bold]{status.active_model or '-'}[/]",
+        trainer_line,
+        _judged(f"lag {status.lag_total:,}", status.lag_behind),
     )
-    alarms = now.trainer.get("alarms", [])[-6:]
+    header.add_row(f"embeddings {status.embedding_version or 'none yet'}", "", "")
+    alarms = trainer.get("alarms", [])[-6:]
     alarm_lines = [
         f"[red]{a['detector']}[/] on {a['task']} at example {a['example_index']:,}" for a in alarms
     ]
-    workers = (
-        ", ".join(f"{wid} p{j.get('partitions')}" for wid, j in now.joiners.items())
-        or "no joiner yet"
-    )
+    workers = ", ".join(f"{w.id} p{w.partitions}" for w in status.workers) or "no joiner alive"
+    if status.gone_workers:
+        workers += f"  ({status.gone_workers} stopped, no heartbeat)"
     return Group(
         Panel(header, title="driftrec"),
         table,
@@ -117,16 +94,10 @@ def render(now: Snapshot, before: Snapshot | None) -> Group:
 
 def watch(settings: Settings, *, once: bool = False, interval: float = 1.0) -> None:
     client = redis.Redis.from_url(settings.redis_url)
-    before = read_snapshot(client, settings)
     if once:
-        time.sleep(interval)
-        from rich.console import Console
-
-        Console().print(render(read_snapshot(client, settings), before))
+        Console().print(render(read_live_status(client, settings)))
         return
-    with Live(render(before, None), refresh_per_second=2, screen=False) as live:
+    with Live(render(read_live_status(client, settings)), refresh_per_second=2) as live:
         while True:
             time.sleep(interval)
-            now = read_snapshot(client, settings)
-            live.update(render(now, before))
-            before = now
+            live.update(render(read_live_status(client, settings)))

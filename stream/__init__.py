@@ -10,13 +10,20 @@ from __future__ import annotations
 
 from driftrec.stream.app import ROLES, create_app
 from driftrec.stream.feature_store import RedisFeatureStore, user_shard
+from driftrec.stream.history import HistoryEntry, HistoryKeys, HistoryWriter, read_history
 from driftrec.stream.join_worker import JoinWorker, PartitionState
+from driftrec.stream.telemetry import WorkerMetrics
 
 __all__ = [
     "ROLES",
+    "HistoryEntry",
+    "HistoryKeys",
+    "HistoryWriter",
     "JoinWorker",
     "PartitionState",
     "RedisFeatureStore",
+    "WorkerMetrics",
     "create_app",
+    "read_history",
     "user_shard",
 ]

@@ -23,6 +23,7 @@ from typing import Any
 
 import faust
 from driftrec.core import DriftrecConfig
+from driftrec.stream.telemetry import WorkerMetrics
 
 __all__ = ["ROLES", "create_app"]
 
@@ -62,8 +63,11 @@ def _ssl_context(settings: DriftrecConfig) -> Any:
     return context
 
 
-def create_app(settings: DriftrecConfig, role: str = "all") -> faust.App:
-    """A faust app wired to ``settings`` with the agents of ``role`` registered."""
+def create_app(
+    settings: DriftrecConfig, role: str = "all", metrics: WorkerMetrics | None = None
+) -> faust.App:
+    """A faust app wired to ``settings`` with the agents of ``role`` registered; they
+    record into ``metrics`` (a fresh, unserved set when None)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, not {role!r}")
     app_id = f"{settings.app_id}-trainer" if role == "trainer" else settings.app_id
@@ -96,8 +100,9 @@ def create_app(settings: DriftrecConfig, role: str = "all") -> faust.App:
 
     # Only agents in one process share a backlog; apart, each runs at its own pace.
     backlog = TrainerBacklog(settings.trainer_max_lag_s) if role == "all" else None
+    metrics = metrics or WorkerMetrics()
     if role in ("all", "joiner"):
-        register_joiner(app, settings, backlog)
+        register_joiner(app, settings, backlog, metrics=metrics)
     if role in ("all", "trainer"):
-        register_trainer(app, settings, backlog)
+        register_trainer(app, settings, backlog, metrics=metrics)
     return app

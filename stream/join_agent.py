@@ -22,6 +22,7 @@ joiner waits before a batch while the trainer is too far behind (stream/pacing.p
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -33,14 +34,24 @@ from typing import Any
 
 import faust
 import redis
-from driftrec.core import MAX_PACK_BYTES, DeadLetter, DriftrecConfig, Example, encode, encode_pack
+from driftrec.core import (
+    EVENT_TYPES,
+    MAX_PACK_BYTES,
+    DeadLetter,
+    DriftrecConfig,
+    Example,
+    encode,
+    encode_pack,
+)
 from driftrec.stream.batches import current
 from driftrec.stream.catalog import Catalog
+from driftrec.stream.history import HistoryWriter
 from driftrec.stream.join_worker import JoinWorker
 from driftrec.stream.offsets import commit as commit_offsets
 from driftrec.stream.offsets import rewind
 from driftrec.stream.pacing import TrainerBacklog
 from driftrec.stream.retry import REDIS_OUTAGE, call_redis
+from driftrec.stream.telemetry import WorkerMetrics, consumer_lag
 
 __all__ = ["register_joiner"]
 
@@ -53,12 +64,24 @@ def _raw_topic(app: faust.App, name: str, partitions: int | None = None, acks: b
     )
 
 
+def _forget_stopped(client: redis.Redis, key: str, before: float) -> None:
+    """Delete the statuses of workers silent since before ``before`` (each process
+    writes its own entry, so without this the hash would grow with every restart)."""
+    stale = [w for w, raw in client.hgetall(key).items() if json.loads(raw).get("ts", 0) < before]
+    if stale:
+        client.hdel(key, *stale)
+
+
 def register_joiner(
-    app: faust.App, settings: DriftrecConfig, backlog: TrainerBacklog | None = None
+    app: faust.App,
+    settings: DriftrecConfig,
+    backlog: TrainerBacklog | None = None,
+    *,
+    metrics: WorkerMetrics | None = None,
 ) -> JoinWorker:
     """Register the joiner agent, the catalog follower, the snapshot timer and the
     rebalance handlers on ``app``; with ``backlog``, the joiner waits for the trainer
-    beside it (stream/pacing.py)."""
+    beside it (stream/pacing.py); counters and lag go to ``metrics``."""
     # Offsets follow the snapshots, not faust's acks (stream/offsets.py).
     events = _raw_topic(app, settings.topic_events, settings.partitions, acks=False)
     examples = _raw_topic(app, settings.topic_examples, 1)
@@ -68,8 +91,12 @@ def register_joiner(
     lock = asyncio.Lock()
     worker_id = f"{socket.gethostname()}:{os.getpid()}"
     joining = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftrec-joiner")
+    metrics = metrics or WorkerMetrics()
+    history = HistoryWriter(worker.redis, settings, worker_id)
+    beats = itertools.count()  # heartbeats written by this worker
 
     async def send_dead_letter(letter: DeadLetter) -> None:
+        metrics.dead_letter("joiner", letter.reason)
         await dead.send(key=(letter.topic or "").encode(), value=encode(letter))
 
     async def emit(out: list[Example]) -> None:
@@ -102,10 +129,32 @@ def register_joiner(
             log.warning("partitions %s were claimed by another worker: dropped", sorted(fenced))
         covered = {p: s.offset + 1 for p, s in worker.states.items()}
         await commit_offsets(app, settings.topic_events, covered)
-        status = {"ts": time.time(), "partitions": sorted(worker.states), **worker.counts}
+
+    async def heartbeat() -> None:
+        """Say this worker is alive, what it owns, its counters and lag (for `watch`, the
+        dashboard's history and Prometheus); readers drop a worker whose heartbeat is older
+        than their timeout, so a stopped one disappears."""
+        covered = {p: s.offset + 1 for p, s in worker.states.items()}
+        lag = consumer_lag(app, settings.topic_events, covered)
+        metrics.joined(worker.counts, EVENT_TYPES)
+        metrics.lags(settings.topic_events, lag, worker.states)
+        now = time.time()
+        status = {
+            "ts": now,
+            "partitions": sorted(worker.states),
+            "lag": {str(p): n for p, n in lag.items()},
+            **worker.counts,
+        }
         key = f"{settings.redis_prefix}metrics:joiner"
+
+        def write() -> None:
+            worker.redis.hset(key, worker_id, json.dumps(status))
+            history.append(history.keys.joiner, status)
+            if next(beats) % 100 == 0:  # every few minutes: forget workers gone for long
+                _forget_stopped(worker.redis, key, now - settings.history_retention_s)
+
         try:  # a status is for people: skip it while Redis is away
-            await asyncio.to_thread(worker.redis.hset, key, worker_id, json.dumps(status))
+            await asyncio.to_thread(write)
         except REDIS_OUTAGE as error:
             log.warning("joiner status not written: %s", error)
 
@@ -133,6 +182,7 @@ def register_joiner(
                     await send_dead_letter(letter)
                 if worker.snapshot_due():
                     await commit()
+                    await heartbeat()
 
     @app.timer(settings.snapshot_every_s)  # type: ignore[untyped-decorator]  # faust's decorators are untyped
     async def snapshot_when_quiet() -> None:
@@ -142,6 +192,7 @@ def register_joiner(
             await emit(worker.close_idle())
             if worker.snapshot_due():
                 await commit()
+            await heartbeat()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types handlers as *args
     async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -35,9 +37,11 @@ from driftrec.online_update.training import (
     learner_config,
 )
 from driftrec.stream.batches import current
+from driftrec.stream.history import HistoryWriter
 from driftrec.stream.offsets import commit, rewind
 from driftrec.stream.pacing import TrainerBacklog
 from driftrec.stream.retry import REDIS_OUTAGE, call_redis
+from driftrec.stream.telemetry import WorkerMetrics, consumer_lag, version_number
 
 __all__ = ["build_trainer", "register_trainer"]
 
@@ -85,12 +89,18 @@ class _TrainerLoop:
     """State the agent and its timer share (both run on the event loop)."""
 
     def __init__(
-        self, app: faust.App, settings: DriftrecConfig, backlog: TrainerBacklog | None
+        self,
+        app: faust.App,
+        settings: DriftrecConfig,
+        backlog: TrainerBacklog | None,
+        metrics: WorkerMetrics,
     ) -> None:
         self.app = app
         self.backlog = backlog
         self.settings = settings
+        self.telemetry = metrics
         self.client = redis.Redis.from_url(settings.redis_url)
+        self.history = HistoryWriter(self.client, settings, f"{socket.gethostname()}:{os.getpid()}")
         self.pointer = trainer_pointer(settings, self.client)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftrec-trainer")
         # Checkpoints are written on a thread of their own while learning goes on.
@@ -153,11 +163,23 @@ class _TrainerLoop:
             trainer = self.trainer or await self._build()
             prepared = await self._torch(trainer.prepare, messages, what="trainer prepare")
             for letter in prepared.dead_letters:
+                self.telemetry.dead_letter("trainer", letter.reason)
                 await self.dead.send(key=b"trainer", value=encode(letter))
+            embedding_before = trainer.embedding_version
             # Offsets move only once the batch is learned, so a retry repeats it whole.
             result = await self._torch(trainer.learn, prepared, what="trainer learn")
             if self.backlog is not None and prepared.last_offsets:
                 self.backlog.learned(max(prepared.last_offsets.values()))
+            learned_at = time.time()
+            happened: list[dict[str, Any]] = []
+            if trainer.embedding_version != embedding_before:
+                happened.append(
+                    {
+                        "kind": "embedding-switch",
+                        "version": trainer.embedding_version,
+                        "previous": embedding_before,
+                    }
+                )
             for alarm in result.alarms if result is not None else ():
                 log.warning(
                     "drift alarm: %s on %s at example %d",
@@ -165,6 +187,16 @@ class _TrainerLoop:
                     alarm.task,
                     alarm.example_index,
                 )
+                happened.append({"kind": "drift-alarm", **alarm.to_dict()})
+            if result is not None:
+                self.telemetry.learned(
+                    len(prepared.examples),
+                    (learned_at - t for t in prepared.produced_at),
+                    result.metrics,
+                    ((a.detector, a.task) for a in result.alarms),
+                )
+            if happened:
+                await self._record(happened)
             await self.checkpoint_if_due(trainer, force_status=False)
 
     async def checkpoint_if_due(self, trainer: Trainer, force_status: bool) -> None:
@@ -179,7 +211,20 @@ class _TrainerLoop:
             self.writing = asyncio.create_task(self._write(trainer, pending))
         await self.publish_status(force=force_status)
 
+    async def _record(self, events: list[dict[str, Any]]) -> None:
+        """Drift alarms and embedding switches into the history, for the dashboard's markers."""
+
+        def write() -> None:
+            for event in events:
+                self.history.append(self.history.keys.events, event)
+
+        try:  # history is for people: skip it while Redis is away
+            await asyncio.to_thread(write)
+        except REDIS_OUTAGE as error:
+            log.warning("trainer events not recorded: %s", error)
+
     async def _write(self, trainer: Trainer, pending: PendingCheckpoint) -> None:
+        started = time.monotonic()
         try:
             info = await call_redis(
                 trainer.write_checkpoint, pending, what="trainer checkpoint", executor=self.writer
@@ -190,6 +235,7 @@ class _TrainerLoop:
                 if self.trainer is trainer:
                     self.release()
             return
+        self.telemetry.checkpoint_duration.observe(time.monotonic() - started)
         log.info("checkpoint %s at examples offsets %s", info.version, pending.offsets)
         topic = self.settings.topic_examples
         await commit(self.app, topic, _next_offsets(topic, pending.offsets))
@@ -202,12 +248,34 @@ class _TrainerLoop:
                 await self.checkpoint_if_due(self.trainer, force_status=True)
 
     async def publish_status(self, force: bool) -> None:
+        """The trainer's status for `watch` (a Redis key), a sample of the history and the
+        metrics topic; at most once a second unless ``force``d."""
         if self.trainer is None or (not force and time.monotonic() - self.last_status < 1.0):
             return
-        payload = json.dumps({"ts": time.time(), **self.trainer.status()}).encode()
-        key = f"{self.settings.redis_prefix}metrics:trainer"
+        trainer = self.trainer
+        topic = self.settings.topic_examples
+        lag = consumer_lag(self.app, topic, {p: o + 1 for p, o in trainer.offsets.items()})
+        status = {"ts": time.time(), **trainer.status(), "lag": {str(p): n for p, n in lag.items()}}
+        self.telemetry.lags(topic, lag, {0})
+        self.telemetry.label_free(status["label_free"])
+        payload = json.dumps(status).encode()
+        prefix = self.settings.redis_prefix
+        # The history keeps what the charts draw, not the whole status (alarms are events).
+        sample = {k: v for k, v in status.items() if k not in ("alarms", "offsets", "label_free")}
+        drift = status["label_free"]
+        if drift is not None:
+            sample["psi_max"] = max(drift["psi"].values(), default=None)
+            sample["click_psi"] = drift["click_psi"]
+
+        def write() -> str | None:
+            self.client.set(f"{prefix}metrics:trainer", payload)
+            self.history.append(self.history.keys.trainer, sample)
+            active = self.client.get(f"{prefix}registry:active")
+            return active.decode() if isinstance(active, bytes) else active
+
         try:  # a status is a snapshot for people: skip it while Redis is away
-            await asyncio.to_thread(self.client.set, key, payload)
+            active = await asyncio.to_thread(write)
+            self.telemetry.active_version.set(version_number(active))
         except REDIS_OUTAGE as error:
             log.warning("trainer status not written: %s", error)
         await self.metrics.send(key=b"trainer", value=payload)
@@ -215,11 +283,15 @@ class _TrainerLoop:
 
 
 def register_trainer(
-    app: faust.App, settings: DriftrecConfig, backlog: TrainerBacklog | None = None
+    app: faust.App,
+    settings: DriftrecConfig,
+    backlog: TrainerBacklog | None = None,
+    *,
+    metrics: WorkerMetrics | None = None,
 ) -> None:
     """Register the trainer agent, its quiet-time checkpoint timer and its rebalance
     handlers on ``app``; with ``backlog``, it tells the joiner beside it what it learned
-    (stream/pacing.py)."""
+    (stream/pacing.py); series go to ``metrics``."""
     # Offsets follow the checkpoints, not faust's acks (stream/offsets.py).
     examples = app.topic(
         settings.topic_examples,
@@ -228,7 +300,7 @@ def register_trainer(
         partitions=1,
         acks=False,
     )
-    loop = _TrainerLoop(app, settings, backlog)
+    loop = _TrainerLoop(app, settings, backlog, metrics or WorkerMetrics())
 
     @app.agent(examples, name="trainer")
     async def trainer_agent(stream: Any) -> None:  # a faust.Stream; StreamT lacks noack_take

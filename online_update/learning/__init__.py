@@ -12,15 +12,19 @@ from driftrec.online_update.learning.checkpoint import (
 )
 from driftrec.online_update.learning.learner import LearnerConfig, OnlineLearner, StepResult
 from driftrec.online_update.learning.metrics import roc_auc
+from driftrec.online_update.learning.population import LabelFreeDrift, label_free_drift, psi
 from driftrec.online_update.learning.recipe import learner_config
 
 __all__ = [
     "CheckpointError",
+    "LabelFreeDrift",
     "LearnerConfig",
     "OnlineLearner",
     "StepResult",
+    "label_free_drift",
     "learner_config",
     "load_checkpoint",
+    "psi",
     "read_extra",
     "roc_auc",
     "save_checkpoint",

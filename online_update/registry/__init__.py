@@ -9,6 +9,7 @@ from driftrec.online_update.registry.retention import GcPlan, RetentionPolicy
 from driftrec.online_update.registry.versions import (
     ModelRegistry,
     RegistryError,
+    RegistryEvent,
     SameWindow,
     VersionInfo,
     open_registry,
@@ -20,6 +21,7 @@ __all__ = [
     "ModelRegistry",
     "PromotionPolicy",
     "RegistryError",
+    "RegistryEvent",
     "RetentionPolicy",
     "SameWindow",
     "VersionInfo",

@@ -60,7 +60,9 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 # KEYS: none (single-instance Redis). ARGV: prefix, version, expected active ("*" = any,
-# "" = none), reason, ts, history limit. Returns {outcome, previous active or ""}.
+# "" = none), reason, ts, history limit, event kind, events max length. Returns {outcome,
+# previous active or ""}. The switch is recorded in the ``events`` stream in the same step,
+# so the history of switches misses none, whoever made them.
 ACTIVATE_SCRIPT = """
 local p, version, expected = ARGV[1], ARGV[2], ARGV[3]
 local current = redis.call('GET', p .. 'active') or ''
@@ -78,10 +80,13 @@ if current ~= '' then
 end
 redis.call('PUBLISH', p .. 'active', cjson.encode(
   {version = version, previous = previous, reason = ARGV[4], ts = ARGV[5]}))
+redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[8], '*', 'kind', ARGV[7],
+  'version', version, 'previous', current, 'reason', ARGV[4])
 return {'ok', current}
 """
 
-# ARGV: prefix, expected history head, reason, ts. Pops the head and activates it.
+# ARGV: prefix, expected history head, reason, ts, events max length. Pops the head and
+# activates it.
 ROLLBACK_SCRIPT = """
 local p, target = ARGV[1], ARGV[2]
 local head = redis.call('LINDEX', p .. 'history', 0)
@@ -98,6 +103,8 @@ if current ~= '' and current ~= target then
 end
 redis.call('PUBLISH', p .. 'active', cjson.encode(
   {version = target, previous = previous, reason = ARGV[3], ts = ARGV[4]}))
+redis.call('XADD', p .. 'events', 'MAXLEN', '~', ARGV[5], '*', 'kind', 'rollback',
+  'version', target, 'previous', current, 'reason', ARGV[3])
 return {'ok', current}
 """
 

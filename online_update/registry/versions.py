@@ -10,6 +10,9 @@ Redis layout under ``prefix`` (default ``driftrec:registry:``):
 - ``active``: the name of the active version; ``history``: list of previously active
   versions, newest first (``rollback`` pops it, so repeated rollbacks walk back).
 - channel ``active``: one JSON ``ActiveChange`` per switch of the active version.
+- ``events``: a stream (bounded to about ``events_max_len`` entries) of what happened,
+  for the dashboard's markers: ``checkpoint`` (published), ``promote``, ``auto-promote``,
+  ``rollback``; written in the same transaction or script as the change itself.
 
 Each switch (pointer, statuses, history, publish) is one Lua script from
 online_update.promotion, so it is atomic: readers never see a half-done switch and
@@ -39,7 +42,7 @@ import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, TypeAlias, cast
+from typing import Any, Literal, TypeAlias, cast
 
 import redis
 from driftrec.core import DriftrecConfig, DriftrecError
@@ -64,6 +67,7 @@ __all__ = [
     "ActiveSubscription",
     "ModelRegistry",
     "RegistryError",
+    "RegistryEvent",
     "SameWindow",
     "Status",
     "VersionInfo",
@@ -76,6 +80,8 @@ _log = logging.getLogger(__name__)
 Status = Literal["candidate", "active", "retired", "rejected"]
 HISTORY_LIMIT = 1000
 _RETRIES = 20
+#: The event kinds that make a version active.
+_SWITCHES = ("promote", "auto-promote", "rollback")
 _CHUNK = 1 << 20
 
 
@@ -113,6 +119,20 @@ class VersionInfo(BaseModel):
         return {k: None if v is None or math.isnan(v) else v for k, v in metrics.items()}
 
 
+class RegistryEvent(BaseModel):
+    """One entry of the registry's ``events`` stream; ``ms`` is Redis's clock."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    ms: int
+    kind: Literal["checkpoint", "promote", "auto-promote", "rollback"]
+    version: str
+    previous: str | None = None
+    reason: str = ""
+    examples_seen: int | None = None
+
+
 def version_name(number: int) -> str:
     """The name of version ``number``."""
     return f"v{number:06d}"
@@ -145,8 +165,12 @@ class ModelRegistry:
         prefix: str = "driftrec:registry:",
         *,
         retention: RetentionPolicy | None = None,
+        events_max_len: int = 10_000,
     ) -> None:
         self.redis = redis_client
+        #: The events stream is trimmed to about this many entries (a checkpoint every
+        #: 30 s is about 3,000 a day).
+        self.events_max_len = events_max_len
         self.artifact_dir = Path(artifact_dir)
         self.prefix = prefix
         self.channel = f"{prefix}active"
@@ -216,6 +240,12 @@ class ModelRegistry:
             },
         )
         pipe.zadd(f"{self.prefix}index", {version: int(version[1:])})
+        pipe.xadd(
+            f"{self.prefix}events",
+            {"kind": "checkpoint", "version": version, "examples_seen": examples_seen},
+            maxlen=self.events_max_len,
+            approximate=True,
+        )
         pipe.execute()
         if self.retention is not None:
             try:  # the version is published; a failed clean-up is retried on the next one
@@ -284,6 +314,50 @@ class ModelRegistry:
     def history(self) -> list[str]:
         """Previously active versions, newest first: where ``rollback`` goes next."""
         return [_text(v) for v in self.redis.lrange(f"{self.prefix}history", 0, -1)]
+
+    def events(self, after: str = "-") -> list[RegistryEvent]:
+        """The recorded events after stream id ``after`` ("-": all kept), oldest first."""
+        start = "-" if after == "-" else f"({after}"
+        # redis-py types xrange loosely (None for pipelines); a direct call returns rows.
+        rows = cast(
+            "list[tuple[bytes | str, dict[bytes | str, bytes | str]]]",
+            self.redis.xrange(f"{self.prefix}events", min=start),
+        )
+        out = []
+        for raw_id, raw in rows:
+            fields = {_text(k): _text(v) for k, v in raw.items()}
+            entry_id = _text(raw_id)
+            out.append(
+                RegistryEvent(
+                    id=entry_id,
+                    ms=int(entry_id.partition("-")[0]),
+                    kind=cast("Any", fields["kind"]),
+                    version=fields["version"],
+                    previous=fields.get("previous") or None,
+                    reason=fields.get("reason", ""),
+                    examples_seen=int(fields["examples_seen"])
+                    if "examples_seen" in fields
+                    else None,
+                )
+            )
+        return out
+
+    def last_activation(self, version: str, *, batch: int = 100) -> int | None:
+        """When (ms, Redis's clock) ``version`` last became active, from the events
+        stream read newest first; None when no kept event says so."""
+        key, end = f"{self.prefix}events", "+"
+        while True:
+            rows = cast(
+                "list[tuple[bytes | str, dict[bytes | str, bytes | str]]]",
+                self.redis.xrevrange(key, max=end, count=batch),
+            )
+            for raw_id, raw in rows:
+                fields = {_text(k): _text(v) for k, v in raw.items()}
+                if fields.get("version") == version and fields.get("kind") in _SWITCHES:
+                    return int(_text(raw_id).partition("-")[0])
+            if len(rows) < batch:
+                return None
+            end = f"({_text(rows[-1][0])}"
 
     def open_artifact(self, version: str) -> Path:
         """The artifact's path, after checking its sha256 against the published one."""
@@ -380,7 +454,8 @@ class ModelRegistry:
                 self.open_artifact(info.version)
                 verified = True
             expected = "" if current is None else current.version
-            if self._switch(info.version, expected=expected, reason=f"auto: {decision.reason}"):
+            reason = f"auto: {decision.reason}"
+            if self._switch(info.version, expected=expected, reason=reason, kind="auto-promote"):
                 return True
         raise RegistryError("the active version kept changing during auto-promotion: retry")
 
@@ -395,15 +470,26 @@ class ModelRegistry:
                 )
             target = _text(head)
             self.open_artifact(target)
-            outcome, _ = self._rollback(args=[self.prefix, target, reason, _now()])
+            outcome, _ = self._rollback(
+                args=[self.prefix, target, reason, _now(), self.events_max_len]
+            )
             if _text(outcome) == "ok":
                 return self.get(target)
         raise RegistryError("the activation history kept changing during rollback: retry")
 
-    def _switch(self, version: str, *, expected: str, reason: str) -> bool:
+    def _switch(self, version: str, *, expected: str, reason: str, kind: str = "promote") -> bool:
         """Run the activation script; False when the active version was not ``expected``."""
         outcome, _ = self._activate(
-            args=[self.prefix, version, expected, reason, _now(), HISTORY_LIMIT]
+            args=[
+                self.prefix,
+                version,
+                expected,
+                reason,
+                _now(),
+                HISTORY_LIMIT,
+                kind,
+                self.events_max_len,
+            ]
         )
         result = _text(outcome)
         if result == "missing":

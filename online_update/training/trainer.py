@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 from driftrec.core import DeadLetter, DriftrecError, Example, dead_letter, decode_examples
-from driftrec.features import FeatureEncoder, stable_hash
+from driftrec.features import DENSE_FEATURES, FeatureEncoder, stable_hash
 from driftrec.models import Batch
 from driftrec.online_update.embeddings import RedisVectorStore
 from driftrec.online_update.learning import (
@@ -44,6 +44,7 @@ from driftrec.online_update.learning import (
     LearnerConfig,
     OnlineLearner,
     StepResult,
+    label_free_drift,
     load_checkpoint,
     read_extra,
     roc_auc,
@@ -161,6 +162,9 @@ class Trainer:
         self.window_rows = 0
         self.window_size = 5000
         self._active_cache: tuple[str, OnlineLearner] | None = None
+        #: The window this trainer's last promotion was decided on: label-free drift
+        #: compares the current window's inputs and predictions with it.
+        self.reference: Reference | None = None
         #: The embedding version this learner trains in; never simply "the active one".
         self.embedding_version: str | None = vectors.active_version()
 
@@ -407,6 +411,8 @@ class Trainer:
             config_fingerprint=meta.fingerprint,
         )
         if self.registry.maybe_promote(info, self.policy, self.same_window(pending.window)):
+            if self.parent != info.version and pending.window:
+                self.reference = Reference.of(info.version, pending.window)
             self.parent = info.version
         self.last_version = info
         return info
@@ -435,4 +441,35 @@ class Trainer:
             "freshness_p95_s": round(float(np.percentile(fresh, 95)), 4),
             "checkpoint": self.last_version.version if self.last_version else None,
             "offset_gaps": self.offset_gaps,
+            "embedding_version": self.embedding_version,
+            "label_free": self.label_free(),
         }
+
+    def label_free(self) -> dict[str, Any] | None:
+        """Inputs and predicted click probabilities of the recent window against the
+        window of the last promotion (None before the first promotion)."""
+        reference, window = self.reference, list(self.window)
+        if reference is None or not window:
+            return None
+        current = Reference.of(reference.version, window)
+        drift = label_free_drift(
+            reference.dense, current.dense, reference.click, current.click, DENSE_FEATURES
+        )
+        return {"reference_version": reference.version, **drift.model_dump()}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The dense inputs and prequential click predictions of a window of examples."""
+
+    version: str
+    dense: np.ndarray
+    click: np.ndarray
+
+    @classmethod
+    def of(cls, version: str, window: Sequence[tuple[Batch, np.ndarray]]) -> Reference:
+        return cls(
+            version,
+            np.concatenate([b.dense.numpy() for b, _ in window]),
+            np.concatenate([p for _, p in window]),
+        )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the system programs driftrec's local services need, where missing:
-# redis-server (Debian package), Java 17+ and Maven (to fetch and run the Kafka broker).
+# Installs the system programs driftrec's local services and tests need, where missing:
+# redis-server (Debian package), Java 17+ and Maven (to fetch and run the Kafka broker),
+# and Chromium (the dashboard's browser test drives it headless through Playwright).
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
 
@@ -8,6 +9,7 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "installing system packages: ${missing[*]}" >&2

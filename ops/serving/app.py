@@ -21,6 +21,8 @@ Endpoints (bodies in ops.serving.schemas):
 - ``GET /healthz``: readiness, 503 with the reasons whenever the server cannot score with
   the active model (ops.serving.health); ``GET /livez``: liveness, always 200 while the
   process answers; ``GET /metrics``: Prometheus.
+- ``GET /dashboard``: the live drift dashboard, and its JSON under ``/dashboard/api/``
+  (ops.dashboard).
 
 Request bodies over ``max_request_bytes`` are refused with 413 before they are read
 (ops.serving.limits). ``/recommend`` never answers an empty ranking: an empty
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 import redis
 from driftrec.online_update.embeddings import RedisVectorStore
 from driftrec.online_update.registry import ModelRegistry, RegistryError
+from driftrec.ops.dashboard import add_dashboard
 from driftrec.ops.serving.health import check_readiness
 from driftrec.ops.serving.limits import BodySizeLimit
 from driftrec.ops.serving.metrics import CONTENT_TYPE_LATEST, MetricsMiddleware, ServingMetrics
@@ -287,6 +290,7 @@ def create_app(
     def metrics() -> Response:
         return Response(content=s.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    add_dashboard(app, settings, s.client, s.registry)
     return app
 
 

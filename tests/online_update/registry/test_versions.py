@@ -418,3 +418,48 @@ def test_policy_validates_its_fields() -> None:
     assert PromotionPolicy().metric == "click.auc"
     with pytest.raises(ValueError, match="greater than or equal"):
         PromotionPolicy(margin=-0.1)
+
+
+@integration
+def test_events_record_every_publish_and_switch_in_order(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    v1 = publish(registry, tmp_path, 1)
+    assert registry.maybe_promote(v1, PromotionPolicy())
+    v2 = publish(registry, tmp_path, 2, parent=v1.version)
+    registry.promote(v2.version, reason="by hand")
+    registry.rollback(reason="oops")
+    events = registry.events()
+    seen = [(e.kind, e.version, e.previous) for e in events]
+    assert seen == [
+        ("checkpoint", v1.version, None),
+        ("auto-promote", v1.version, None),
+        ("checkpoint", v2.version, None),
+        ("promote", v2.version, v1.version),
+        ("rollback", v1.version, v2.version),
+    ], seen
+    assert events[3].reason == "by hand" and events[0].examples_seen == v1.examples_seen
+    assert [e.ms for e in events] == sorted(e.ms for e in events)
+    # Reading on from an id returns only what came after it.
+    assert [e.kind for e in registry.events(after=events[2].id)] == ["promote", "rollback"]
+
+
+@integration
+def test_events_stream_is_bounded(client: redis.Redis, redis_prefix: str, tmp_path: Path) -> None:
+    small = ModelRegistry(client, tmp_path / "artifacts", prefix=redis_prefix, events_max_len=1)
+    for tag in range(300):
+        publish(small, tmp_path, tag)
+    # MAXLEN ~ trims whole radix-tree nodes (100 entries by default), never below the bound.
+    assert 1 <= client.xlen(f"{redis_prefix}events") <= 200
+
+
+@integration
+def test_last_activation_reads_back_across_batches(registry: ModelRegistry, tmp_path: Path) -> None:
+    v1 = publish(registry, tmp_path, 1)
+    registry.promote(v1.version, reason="first")
+    for tag in range(2, 8):  # checkpoints after the activation, more than one batch of them
+        publish(registry, tmp_path, tag)
+    activated = registry.last_activation(v1.version, batch=2)
+    promote = [e for e in registry.events() if e.kind == "promote"]
+    assert activated == promote[0].ms
+    assert registry.last_activation("v999999", batch=2) is None

@@ -231,3 +231,22 @@ def test_a_pack_is_learned_whole_but_a_bad_example_in_it_is_dead_lettered_alone(
     ) and "example 1 of its pack" in letter.reason
     trainer.learn(batch)
     assert trainer.offsets == {0: 8} and trainer.learner.examples_seen == 3
+
+
+def test_label_free_drift_compares_with_the_window_of_the_last_promotion(make_trainer) -> None:  # type: ignore[no-untyped-def]
+    from driftrec.features import DENSE_FEATURES
+
+    trainer = make_trainer()
+    trainer.learn(trainer.prepare(messages(0, 200)))
+    assert trainer.status()["label_free"] is None  # nothing promoted yet: no reference
+    info = trainer.checkpoint()  # the first version is promoted: its window is the reference
+    same = trainer.status()["label_free"]
+    assert same["reference_version"] == info.version
+    assert set(same["psi"]) == set(DENSE_FEATURES) and same["reference_rows"] == 200
+    assert max(same["psi"].values()) == 0.0 and same["top_movers"] == []  # same rows
+    # Later examples are of other users and items, at other positions in the log's order.
+    trainer.learn(trainer.prepare(messages(5000, 5600, first_offset=200)))
+    moved = trainer.status()["label_free"]
+    assert moved["reference_version"] == info.version and moved["current_rows"] == 800
+    assert max(moved["psi"].values()) > 0.0
+    assert sum(moved["click_current"]) == pytest.approx(1.0)
