@@ -11,6 +11,7 @@ from typing import Any
 import faust
 import pytest
 from driftrec.ops.settings import Settings
+from driftrec.stream.telemetry import WorkerMetrics
 from driftrec.stream.train_agent import _TrainerLoop
 
 pytestmark = pytest.mark.integration  # the trainer would resume from the real Redis
@@ -26,7 +27,7 @@ def test_a_batch_taken_before_a_rebalance_is_dropped_though_the_partition_came_b
 ) -> None:
     settings = isolated.model_copy(update={"redis_prefix": redis_prefix, "data_dir": tmp_path})
     app = faust.App(f"test-{redis_prefix}", broker=f"kafka://{settings.kafka_bootstrap}")
-    loop = _TrainerLoop(app, settings, None)
+    loop = _TrainerLoop(app, settings, None, WorkerMetrics())
 
     async def scenario() -> None:
         app.consumer_generation_id = 4
