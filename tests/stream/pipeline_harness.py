@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -230,9 +231,7 @@ class PrivateRedis:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_ports(1)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -263,7 +262,7 @@ class PrivateKafka:
     jars `driftrec up` fetched) that the test can kill -9 and start again on its data."""
 
     def __init__(self, settings: Settings, root: Path) -> None:
-        port = _free_port_pair()
+        port = free_ports(2)  # the broker's, and its controller's next to it
         self.settings = settings.model_copy(
             update={"kafka_bootstrap": f"127.0.0.1:{port}", "data_dir": root, "kafka_heap": "512m"}
         )
@@ -282,15 +281,28 @@ class PrivateKafka:
                 time.sleep(0.1)
 
 
-def _free_port_pair() -> int:
-    """A free port whose successor is free too (the broker's controller listens there)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port < 65535 and not port_open("127.0.0.1", port + 1):
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports, outside the kernel's ephemeral range.
+
+    A port from ``bind(0)`` is ephemeral: any client connection (and a stress round makes
+    hundreds) may take it, or its neighbour, before the server binds it or while a killed
+    server is down, and the start fails with "Address already in use". Ports outside
+    that range are only ever taken by a listener."""
+    low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    outside = [p for p in range(10_000, 65_536 - count) if p + count - 1 < low or p > high]
+    for port in random.sample(outside, 200):
+        if all(_bindable(p) for p in range(port, port + count)):
             return port
-    raise AssertionError("no two consecutive free ports")
+    raise AssertionError(f"no {count} consecutive free ports outside {low}-{high}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 # -- the scenarios the integration tests run once and `make stress` runs round after round --
