@@ -44,9 +44,13 @@ class TrainerBacklog:
         self.max_lag_s = max_lag_s
         self._clock = clock
         self._sent: deque[tuple[int, int, float]] = deque()  # (offset, examples, sent at)
-        self.waiting = 0
         self._local = False
         self._changed = asyncio.Event()
+
+    @property
+    def waiting(self) -> int:
+        """Examples sent and not yet learned."""
+        return sum(examples for _, examples, _ in self._sent)
 
     @property
     def full(self) -> bool:
@@ -63,19 +67,17 @@ class TrainerBacklog:
         """The trainer is elsewhere (or moving): the joiner runs free."""
         self._local = False
         self._sent.clear()
-        self.waiting = 0
         self._changed.set()
 
     def sent(self, offset: int, examples: int) -> None:
         """The joiner's message at ``offset`` of the examples topic holds ``examples``."""
         if self._local:
             self._sent.append((offset, examples, self._clock()))
-            self.waiting += examples
 
     def learned(self, offset: int) -> None:
         """The trainer learned every message up to ``offset``."""
         while self._sent and self._sent[0][0] <= offset:
-            self.waiting -= self._sent.popleft()[1]
+            self._sent.popleft()
         self._changed.set()
 
     async def room(self) -> None:

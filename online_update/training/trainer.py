@@ -235,22 +235,21 @@ class Trainer:
         out = TrainerBatch()
         batch_ids: set[int] = set()
         topic = self.topic
-        read = dict(self.offsets)  # partition -> last offset read, to notice a jump
         for partition, offset, value, produced_at in messages:
-            if offset > out.last_offsets.get(partition, -1):
-                out.last_offsets[partition] = offset
-            if partition in read and offset > read[partition] + 1:
+            read = max(out.last_offsets.get(partition, -1), self.offsets.get(partition, -1))
+            if read >= 0 and offset > read + 1:
                 # Never expected (no transactions, no compaction on the examples topic):
                 # messages this model will never learn, e.g. deleted by retention first.
                 log.warning(
                     "examples partition %d: offset jumped from %d to %d; %d messages skipped",
                     partition,
-                    read[partition],
+                    read,
                     offset,
-                    offset - read[partition] - 1,
+                    offset - read - 1,
                 )
                 out.offset_gaps += 1
-            read[partition] = max(offset, read.get(partition, -1))
+            if offset > out.last_offsets.get(partition, -1):
+                out.last_offsets[partition] = offset
             if offset <= self.offsets.get(partition, -1):
                 out.skipped_offsets += 1
                 continue
