@@ -23,6 +23,7 @@ from typing import Any
 
 import faust
 from driftrec.core import DriftrecConfig
+from driftrec.stream.offsets import SeekingTransport
 from driftrec.stream.telemetry import WorkerMetrics
 
 __all__ = ["ROLES", "create_app"]
@@ -94,6 +95,7 @@ def create_app(
         web_bind="127.0.0.1",
         datadir=str(datadir),
     )
+    app.transport = SeekingTransport(app.conf.broker_consumer, app)
     from driftrec.stream.join_agent import register_joiner
     from driftrec.stream.pacing import TrainerBacklog
     from driftrec.stream.train_agent import register_trainer

@@ -16,6 +16,13 @@ as driftrec's is) awaits right before it seeks every assigned partition to its c
 offset and resumes the streams: a rewind any later would leave the consumer where the
 old offset put it. Messages at or below the state's offset are skipped by the agents
 themselves.
+
+faust's own recovery from a rebalance also needs a fix: messages fetched while the flow
+is stopped are dropped (their read offset still moves on), and faust trusts its seek to
+the committed offsets to fetch them again; aiokafka's ``seek_to_committed`` leaves a
+partition committed at 0 where it is, so the first messages of a young partition were
+lost (a new owner's first batch began at offset 144 with a fresh state). Our consumer
+(``SeekingTransport``) seeks those partitions to 0 as well.
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import faust
+from faust.transport.drivers import aiokafka as aiokafka_driver
+from faust.types import TP
 
-__all__ = ["commit", "rewind"]
+__all__ = ["SeekingTransport", "commit", "rewind"]
 
 log = logging.getLogger(__name__)
 
@@ -71,3 +80,22 @@ async def rewind(app: faust.App, topic: str, next_offsets: Mapping[int, int]) ->
         # aiokafka's seek_to_committed leaves a partition committed at 0 where it was.
         for tp, offset in back.items():
             await consumer.seek(tp, offset)
+
+
+class _SeekingConsumer(aiokafka_driver.Consumer):
+    """faust's aiokafka consumer, whose seek to the committed offsets also moves the
+    partitions committed at 0 (aiokafka skips them: ``if offset and offset > 0``)."""
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        committed: Mapping[TP, int] = await super().seek_to_committed()
+        for tp, offset in committed.items():
+            if offset == 0:
+                await self._seek(tp, 0)
+        return committed
+
+
+class SeekingTransport(aiokafka_driver.Transport):
+    """The aiokafka transport with ``_SeekingConsumer``: give it to an app with
+    ``app.transport = SeekingTransport(app.conf.broker_consumer, app)``."""
+
+    Consumer = _SeekingConsumer

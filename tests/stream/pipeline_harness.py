@@ -52,6 +52,7 @@ def start_worker(settings: Settings, data_dir: Path, log_path: Path) -> WorkerPr
         # pending; so must the stream, however long a test waits.
         idle_timeout_s=3600.0,
         web_port=0,
+        metrics_port=0,  # several workers per test: none serves Prometheus
     )
 
 
