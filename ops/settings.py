@@ -34,6 +34,12 @@ class Settings(BaseSettings, DriftrecConfig):
         ge=1024,
         description="Largest HTTP request body the API reads; larger ones get 413 unread.",
     )
+    redis_timeout_s: float = Field(
+        1.0,
+        gt=0,
+        description="Socket timeout of the API's Redis calls: a hung Redis gets a 503 "
+        "after this long instead of holding the request.",
+    )
     admin_token: SecretStr | None = Field(
         None,
         description="Bearer token for admin endpoints (promote, rollback); unset = admin disabled.",

@@ -84,7 +84,10 @@ class Services:
 def build_services(settings: Settings, *, poll_s: float = 1.0, listen: bool = True) -> Services:
     """Clients for ``settings`` with the key layout every driftrec process uses."""
     client = redis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=5.0, health_check_interval=30
+        settings.redis_url,
+        socket_connect_timeout=5.0,
+        socket_timeout=settings.redis_timeout_s,
+        health_check_interval=30,
     )
     prefix = settings.redis_prefix
     registry = ModelRegistry(client, settings.data_dir / "registry", prefix=f"{prefix}registry:")

@@ -7,8 +7,10 @@ The Redis-lost and Redis-back-empty states need a Redis this test may stop: a pr
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -68,8 +70,18 @@ class PrivateRedis:
         assert wait_until(answers, 10.0, 0.05), "private redis-server did not start"
         client.close()
 
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open and nothing answers (a hung server)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.proc is not None:
+            self.resume()  # a stopped process would hold its port until it runs again
             self.proc.kill()
             self.proc.wait(10)
             self.proc = None
@@ -132,6 +144,32 @@ def test_redis_lost_then_back_empty_is_unready_and_never_an_empty_ranking(
         assert status == 503 and "no item vectors" in _reasons(api)
         r = api.post("/recommend", json={"user_id": "user0"})
         assert r.status_code == 503 and "no candidates" in r.json()["detail"]
+
+
+def test_a_hung_redis_gets_503_after_the_timeout_not_a_held_request(
+    live_settings: Settings, private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    settings = _settings(live_settings, tmp_path, private_redis.url).model_copy(
+        update={"redis_timeout_s": 0.5}
+    )
+    _seed(settings)
+    request = {"user_id": "user0", "item_ids": ["item1", "item2"]}
+    with TestClient(create_app(settings, poll_s=0.1)) as api:
+        assert api.post("/recommend", json=request).status_code == 200
+        private_redis.pause()
+        try:
+            started = time.monotonic()
+            r = api.post("/recommend", json=request)
+            took = time.monotonic() - started
+            assert r.status_code == 503, r.text
+            assert took < 2.5, f"the request waited {took:.1f} s on a hung Redis"
+            status, body = _health(api)
+            assert status == 503 and "Redis is unreachable" in _reasons(api), body
+        finally:
+            private_redis.resume()
+        assert wait_until(
+            lambda: api.post("/recommend", json=request).status_code == 200, 10.0, 0.1
+        ), api.post("/recommend", json=request).text
 
 
 def test_no_model_and_no_vectors_are_unready(live_settings: Settings, tmp_path: Path) -> None:
