@@ -27,7 +27,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,9 +162,12 @@ class Trainer:
         self.window_rows = 0
         self.window_size = 5000
         self._active_cache: tuple[str, OnlineLearner] | None = None
-        #: The window this trainer's last promotion was decided on: label-free drift
-        #: compares the current window's inputs and predictions with it.
+        #: The window the active version was published with: label-free drift compares
+        #: the current window's inputs and predictions with it.
         self.reference: Reference | None = None
+        #: The windows of this trainer's last published versions, so the reference can
+        #: follow a manual promote or a rollback to one of them.
+        self.published: OrderedDict[str, Reference] = OrderedDict()
         #: The embedding version this learner trains in; never simply "the active one".
         self.embedding_version: str | None = vectors.active_version()
 
@@ -409,12 +412,24 @@ class Trainer:
             embedding_version=embedding_version,
             config_fingerprint=meta.fingerprint,
         )
+        if pending.window:
+            self.published[info.version] = Reference.of(info.version, pending.window)
+            while len(self.published) > _PUBLISHED_WINDOWS:
+                self.published.popitem(last=False)
         if self.registry.maybe_promote(info, self.policy, self.same_window(pending.window)):
-            if self.parent != info.version and pending.window:
-                self.reference = Reference.of(info.version, pending.window)
             self.parent = info.version
+        self._follow_active()
         self.last_version = info
         return info
+
+    def _follow_active(self) -> None:
+        """Make the active version's window the reference, where this trainer still has
+        it: after an automatic promotion, a manual promote or a rollback. A version whose
+        window is gone (older, or another trainer's) leaves the reference as it was,
+        and the status names the version the reference belongs to."""
+        active = self.registry.active_version_name()
+        if active is not None and active in self.published:
+            self.reference = self.published[active]
 
     def _drop_checkpoints_before(self, previous: Path) -> None:
         """Keep the current and the previous checkpoint (a restart mid-switch may need
@@ -455,6 +470,10 @@ class Trainer:
             reference.dense, current.dense, reference.click, current.click, DENSE_FEATURES
         )
         return {"reference_version": reference.version, **drift.model_dump()}
+
+
+#: Published versions whose windows a trainer keeps (about 250 kB each).
+_PUBLISHED_WINDOWS = 16
 
 
 @dataclass(frozen=True)

@@ -250,3 +250,32 @@ def test_label_free_drift_compares_with_the_window_of_the_last_promotion(make_tr
     assert moved["reference_version"] == info.version and moved["current_rows"] == 800
     assert max(moved["psi"].values()) > 0.0
     assert sum(moved["click_current"]) == pytest.approx(1.0)
+
+
+def test_the_reference_window_follows_a_manual_promote_and_a_rollback(  # type: ignore[no-untyped-def]
+    make_trainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trainer = make_trainer()
+    registry = trainer.registry
+    # The operator decides in this test: the trainer never promotes by itself.
+    monkeypatch.setattr(registry, "maybe_promote", lambda *args, **kwargs: False)
+
+    def checkpoint_after(first: int) -> str:
+        trainer.learn(trainer.prepare(messages(first, first + 100, first_offset=first)))
+        return str(trainer.checkpoint().version)
+
+    def reference() -> str | None:
+        label_free = trainer.status()["label_free"]
+        return None if label_free is None else str(label_free["reference_version"])
+
+    v1 = checkpoint_after(0)
+    assert reference() is None  # nothing active yet
+    registry.promote(v1, reason="operator")
+    v2 = checkpoint_after(100)
+    assert reference() == v1  # the active version's window, not the newest one's
+    registry.promote(v2, reason="operator")
+    checkpoint_after(200)
+    assert reference() == v2
+    registry.rollback(reason="operator")
+    checkpoint_after(300)
+    assert registry.active_version_name() == v1 and reference() == v1
