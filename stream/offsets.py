@@ -77,7 +77,8 @@ async def rewind(app: faust.App, topic: str, next_offsets: Mapping[int, int]) ->
         ahead = any((committed.get(tp) or 0) > o for tp, o in back.items())
         (log.warning if ahead else log.info)("rewinding %s to the offsets its state covers", back)
         await consumer._commit(back)
-        # aiokafka's seek_to_committed leaves a partition committed at 0 where it was.
+        # The seek above ran before this commit, and faust's next one is skipped when
+        # another rebalance has begun meanwhile: move the position now.
         for tp, offset in back.items():
             await consumer.seek(tp, offset)
 
