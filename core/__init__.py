@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from driftrec.core.config import DriftrecConfig
 from driftrec.core.deadletters import dead_letter
+from driftrec.core.epochs import restore_epoch
 from driftrec.core.errors import ConfigError, DriftrecError, InfraError, InvalidEvent, InvalidRow
 from driftrec.core.schemas import (
     EVENT_TYPES,
@@ -63,4 +64,5 @@ __all__ = [
     "encode",
     "encode_pack",
     "explain",
+    "restore_epoch",
 ]

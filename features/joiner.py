@@ -377,6 +377,12 @@ class JoinerState:
 
     # -- incremental snapshots: one key per pending impression, remembered id, closed pair --
 
+    def mark_all_changed(self) -> None:
+        """Make the next ``delta`` write the whole state (for a store that lost it)."""
+        self._changed.update(f"p|{seq}" for seq in self._by_seq)
+        self._changed.update(f"s|{event_id}" for event_id in self._seen)
+        self._changed.update(map(_closed_key, self._closed))
+
     def delta(self) -> tuple[dict[str, str], list[str]]:
         """What changed since the last call, as keys to write and keys to delete.
 

@@ -346,6 +346,16 @@ class FeatureState:
             state._catalog[iid] = (int(ts), str(category))
         return state
 
+    def mark_all_changed(self) -> None:
+        """Make the next ``delta`` write the whole state (for a store that lost it)."""
+        self._changed.update(f"u|{user_id}" for user_id in self._users)
+        self._changed.update(f"i|{item_id}" for item_id in self._items)
+        self._changed.update(f"c|{item_id}" for item_id in self._catalog)
+
+    def ids(self) -> tuple[list[str], list[str]]:
+        """Every user and item this state holds."""
+        return list(self._users), list(self._items.keys() | self._catalog.keys())
+
     def delta(self) -> tuple[dict[str, str], list[str]]:
         """What changed since the last call: keys ``u|<user>``, ``i|<item>``, ``c|<item>``
         (entries as in ``to_dict``) to write, and keys of forgotten entries to delete."""

@@ -38,6 +38,7 @@ from driftrec.core import (
     InvalidEvent,
     dead_letter,
     decode_event,
+    restore_epoch,
 )
 from driftrec.features import (
     FeatureConfig,
@@ -90,6 +91,19 @@ class PartitionState:
     def saved(self) -> None:
         self.unsaved_write.clear()
         self.unsaved_delete.clear()
+
+    def rewrite_all(self, epoch: int) -> Snapshot:
+        """A snapshot of the whole state under ``epoch``, to restore it in a store that
+        lost it; the serving features of every user and item are written again too."""
+        self.epoch = epoch
+        self.unsaved_write.clear()
+        self.unsaved_delete.clear()
+        self.joiner.mark_all_changed()
+        self.features.mark_all_changed()
+        users, items = self.features.ids()
+        self.touched_users.update(users)
+        self.touched_items.update(items)
+        return self.snapshot()._replace(restore=True)
 
     @classmethod
     def from_snapshot(
@@ -252,13 +266,27 @@ class JoinWorker:
     def save_snapshots(self) -> set[int]:
         """Write every changed partition's state in one fenced round trip, then publish
         the features it changed to the feature store for serving. Returns the partitions
-        fenced out (now dropped). Blocking Redis I/O, safe to retry after a failure."""
+        fenced out (now dropped). Blocking Redis I/O, safe to retry after a failure.
+
+        A partition whose epoch Redis lost (it restarted empty) gets its whole state
+        written again under a new epoch: this worker's memory is the only copy left."""
         dirty = {p: s for p, s in self.states.items() if s.dirty}
         for state in dirty.values():
             if state.joiner.watermark is not None:
                 state.features.evict_inactive(state.joiner.watermark)
         snapshots = {p: s.snapshot() for p, s in dirty.items()}
-        fenced = self.store.save(snapshots)
+        fenced, lost = self.store.save(snapshots)
+        if lost:
+            log.warning(
+                "Redis lost the state of events partitions %s (it restarted empty?): "
+                "writing this worker's whole state again",
+                sorted(lost),
+            )
+            epoch = restore_epoch()
+            restored = {p: dirty[p].rewrite_all(epoch) for p in lost}
+            snapshots.update(restored)
+            fenced |= self.store.save(restored).fenced
+            self.counts["state_restores"] += len(lost)
         self.counts["snapshot_bytes"] += sum(
             len(k) + len(v) for s in snapshots.values() for k, v in s.write.items()
         )

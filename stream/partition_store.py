@@ -13,6 +13,13 @@ script that writes, that the writer's epoch is still the newest, so a worker tha
 lost a partition (revoked and given to another worker, which claimed it) can no longer
 write into its successor's snapshot: that save is refused and the partition reported
 as fenced.
+
+A Redis that restarted empty (no persistence, a lost disk, a flush) has no epoch at all
+for a partition a worker is still running: no claim happened since, yet a delta written
+there would be a partial snapshot. ``save`` reports such a partition as ``lost`` and
+writes nothing; the worker then writes its whole state again under a restore epoch
+(``driftrec.core.restore_epoch``),
+which only succeeds while the epoch is still missing (no other worker claimed it since).
 """
 
 from __future__ import annotations
@@ -22,23 +29,36 @@ from typing import NamedTuple
 
 import redis
 
-__all__ = ["FREE", "PartitionStore", "Snapshot"]
+__all__ = ["FREE", "PartitionStore", "Saved", "Snapshot"]
 
 #: The epoch of a state that no assignment claimed (faust's test context): never fenced.
 FREE = 0
 
-# KEYS: epoch key, state key, ... (pairs). ARGV, per pair: epoch, #writes, #deletes,
-# then the writes as key, value and the deleted keys. Applies the pairs whose epoch is
-# FREE or still current; returns the (1-based) indexes of the pairs refused.
+# KEYS: epoch key, state key, ... (pairs). ARGV, per pair: epoch, restore flag, #writes,
+# #deletes, then the writes as key, value and the deleted keys. A pair is applied when
+# its epoch is FREE or still current, or, with the restore flag, when no epoch is set
+# (which it then sets). Returns the (1-based) indexes of the pairs refused (another
+# epoch is current) and of those lost (no epoch at all, and no restore flag).
 _SAVE = """
-local refused = {}
+local refused, lost = {}, {}
 local at = 1
 for i = 1, #KEYS, 2 do
-  local mine, writes, deletes = tonumber(ARGV[at]), tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
-  at = at + 3
-  if mine ~= 0 and tonumber(redis.call('GET', KEYS[i]) or '0') ~= mine then
+  local mine, restore = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  local writes, deletes = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
+  at = at + 4
+  local current = redis.call('GET', KEYS[i])
+  local apply = mine == 0 or tonumber(current or '0') == mine
+  if mine ~= 0 and not current then
+    if restore == 1 then
+      redis.call('SET', KEYS[i], mine)
+      apply = true
+    else
+      table.insert(lost, (i + 1) / 2)
+    end
+  elseif not apply then
     table.insert(refused, (i + 1) / 2)
-  else
+  end
+  if apply then
     for j = at, at + 2 * writes - 1, 2 do
       redis.call('HSET', KEYS[i + 1], ARGV[j], ARGV[j + 1])
     end
@@ -48,7 +68,7 @@ for i = 1, #KEYS, 2 do
   end
   at = at + 2 * writes + deletes
 end
-return refused
+return {refused, lost}
 """
 
 
@@ -58,6 +78,16 @@ class Snapshot(NamedTuple):
     epoch: int
     write: Mapping[str, str]
     delete: Sequence[str]
+    #: The whole state, to be written only where the partition has no epoch (see ``save``).
+    restore: bool = False
+
+
+class Saved(NamedTuple):
+    """Partitions a save did not write: ``fenced`` (another worker claimed them since)
+    and ``lost`` (Redis has no epoch for them: it restarted empty)."""
+
+    fenced: set[int]
+    lost: set[int]
 
 
 class PartitionStore:
@@ -92,22 +122,22 @@ class PartitionStore:
     def load(self, partition: int) -> dict[str, str]:
         return _decoded(self.client.hgetall(self.snapshot_key(partition)))
 
-    def save(self, snapshots: Mapping[int, Snapshot]) -> set[int]:
-        """Apply every partition's changes in one round trip; returns the partitions
-        refused because another worker claimed them since."""
+    def save(self, snapshots: Mapping[int, Snapshot]) -> Saved:
+        """Apply every partition's changes in one round trip; returns the partitions not
+        written, fenced or lost (see ``Saved``)."""
         if not snapshots:
-            return set()
+            return Saved(set(), set())
         order = sorted(snapshots)
         keys: list[str] = []
         args: list[int | str] = []
         for partition in order:
-            epoch, write, delete = snapshots[partition]
+            epoch, write, delete, restore = snapshots[partition]
             keys += [self.epoch_key(partition), self.snapshot_key(partition)]
-            args += [epoch, len(write), len(delete)]
+            args += [epoch, int(restore), len(write), len(delete)]
             args += [x for pair in write.items() for x in pair]
             args += list(delete)
-        refused = self._save(keys=keys, args=args)
-        return {order[int(i) - 1] for i in refused}
+        refused, lost = self._save(keys=keys, args=args)
+        return Saved({order[int(i) - 1] for i in refused}, {order[int(i) - 1] for i in lost})
 
     def reset(self) -> None:
         """Delete every snapshot and epoch of this app (tests, `driftrec worker --reset`)."""

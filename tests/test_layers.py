@@ -24,6 +24,7 @@ SURFACES: dict[str, set[str]] = {
         "Example", "ExampleFeatures", "ExamplePack", "Impression", "InfraError",
         "InvalidEvent", "InvalidRow", "Item", "Message", "as_payload", "dead_letter",
         "decode_event", "decode_examples", "decode_item", "encode", "encode_pack", "explain",
+        "restore_epoch",
     },
 }  # fmt: skip
 

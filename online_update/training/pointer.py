@@ -8,6 +8,10 @@ still write a file, but never make it current, so it cannot overwrite its succes
 The same script records the source offsets the checkpoint covers, so a new owner can
 learn where to read on from one Redis read, before it loads the model.
 
+A Redis that restarted empty has no epoch: the running owner, whose model is then the
+only copy, makes its checkpoint current under a restore epoch (``driftrec.core``), set
+only where no epoch exists yet, and writes on under it.
+
 >>> class FakeRedis:  # the commands the pointer uses, for the example only
 ...     def __init__(self): self.data = {}
 ...     def incr(self, key): self.data[key] = self.data.get(key, 0) + 1; return self.data[key]
@@ -20,27 +24,40 @@ learn where to read on from one Redis read, before it loads the model.
 >>> pointer = CheckpointPointer(FakeRedis(), "t:")
 >>> old, new = pointer.claim(), pointer.claim()
 >>> pointer.advance(old, "stale.pt", {"examples:0": 9}), pointer.current()
-(False, None)
+(None, None)
 >>> pointer.advance(new, "fresh.pt", {"examples:0": 41}), pointer.current(), pointer.covered()
-(True, 'fresh.pt', {'examples:0': 41})
+(2, 'fresh.pt', {'examples:0': 41})
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
+from driftrec.core import restore_epoch
+
 __all__ = ["CheckpointPointer"]
 
+log = logging.getLogger(__name__)
+
 # KEYS: epoch, current, covered. ARGV: the writer's epoch, the checkpoint's path, the
-# offsets it covers (JSON).
+# offsets it covers (JSON), and 1 to set the epoch where none exists. Returns 1 when
+# written, 0 when another epoch is current, 2 when there is no epoch (and ARGV[4] is 0).
 _ADVANCE = """
-if tonumber(redis.call('GET', KEYS[1]) or '0') ~= tonumber(ARGV[1]) then return 0 end
+local current = redis.call('GET', KEYS[1])
+if not current then
+  if ARGV[4] ~= '1' then return 2 end
+  redis.call('SET', KEYS[1], ARGV[1])
+elseif tonumber(current) ~= tonumber(ARGV[1]) then
+  return 0
+end
 redis.call('SET', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[3], ARGV[3])
 return 1
 """
+_WRITTEN, _LOST = 1, 2
 
 
 class CheckpointPointer:
@@ -67,8 +84,15 @@ class CheckpointPointer:
         raw = self.client.get(self.covered_key)
         return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
 
-    def advance(self, epoch: int, path: str, offsets: Mapping[str, int]) -> bool:
+    def advance(self, epoch: int, path: str, offsets: Mapping[str, int]) -> int | None:
         """Make ``path``, which covers ``offsets``, current if ``epoch`` is still the
-        newest claim."""
+        newest claim; returns the epoch it was written under (None: fenced out). Where
+        Redis lost the epoch, that is a new restore epoch the caller writes on under."""
         keys = [self.epoch_key, self.current_key, self.covered_key]
-        return bool(self._advance(keys=keys, args=[epoch, path, json.dumps(dict(offsets))]))
+        covered = json.dumps(dict(offsets))
+        done = self._advance(keys=keys, args=[epoch, path, covered, 0])
+        if done == _LOST:
+            log.warning("the trainer's owner epoch is gone from Redis (it restarted empty?)")
+            epoch = restore_epoch()
+            done = self._advance(keys=keys, args=[epoch, path, covered, 1])
+        return epoch if done == _WRITTEN else None

@@ -397,9 +397,13 @@ class Trainer:
             embedding_version=embedding_version,
             extra={"applied": pending.applied},
         )
-        if not self.pointer.advance(self.epoch, str(path), pending.offsets):
+        written_under = self.pointer.advance(self.epoch, str(path), pending.offsets)
+        if written_under is None:
             path.unlink(missing_ok=True)
             raise FencedOut(f"owner epoch {self.epoch} of this trainer is no longer the newest")
+        if written_under != self.epoch:  # Redis restarted empty: its registry went with it
+            self.epoch, self.parent = written_under, None
+            self.published.clear()
         previous, self.checkpoint_path = self.checkpoint_path, path
         if previous is not None:
             self._drop_checkpoints_before(previous)

@@ -470,9 +470,9 @@ def run_redis_lost(settings: Settings, tmp: Path, workers: list[WorkerProcess], 
     wait_until_exactly_applied(settings, expected, 240, workers[1:])
 
 
-def run_redis_restart(settings: Settings, tmp: Path, workers: list[WorkerProcess], n: int) -> None:
-    """kill -9 Redis mid-replay and start it again on its append-only file: the worker
-    waits it out, and nothing is lost or applied twice."""
+def _redis_killed_mid_replay(
+    settings: Settings, tmp: Path, workers: list[WorkerProcess], n: int, *, emptied: bool
+) -> None:
     from driftrec.producers.replay import replay
 
     store = PrivateRedis(tmp / "redis")
@@ -481,6 +481,9 @@ def run_redis_restart(settings: Settings, tmp: Path, workers: list[WorkerProcess
     try:
         records, worker = _half_replayed(settings, tmp, workers, n)
         store.kill()
+        if emptied:  # its append-only file goes: it comes back with nothing
+            shutil.rmtree(store.root)
+            store.root.mkdir()
         replay(records[len(records) // 2 :], settings)  # the worker goes on, Redis is away
         deadline = time.monotonic() + 60
         while "Redis unavailable" not in worker.log_tail(20_000):  # it noticed, and waits
@@ -488,8 +491,23 @@ def run_redis_restart(settings: Settings, tmp: Path, workers: list[WorkerProcess
             time.sleep(0.2)
         store.start()
         wait_until_exactly_applied(settings, _expected(records, settings), 240, workers)
+        if emptied:
+            assert "Redis lost the state of events partitions" in worker.log_tail(1_000_000)
     finally:
         for w in workers:
             w.stop()
         workers.clear()
         store.kill()
+
+
+def run_redis_restart(settings: Settings, tmp: Path, workers: list[WorkerProcess], n: int) -> None:
+    """kill -9 Redis mid-replay and start it again on its append-only file: the worker
+    waits it out, and nothing is lost or applied twice."""
+    _redis_killed_mid_replay(settings, tmp, workers, n, emptied=False)
+
+
+def run_redis_emptied(settings: Settings, tmp: Path, workers: list[WorkerProcess], n: int) -> None:
+    """kill -9 Redis mid-replay and start it again empty (no persistence) while the
+    worker runs: the worker writes its whole joiner state and its checkpoint again under
+    new epochs and goes on; the model it checkpoints learned every example exactly once."""
+    _redis_killed_mid_replay(settings, tmp, workers, n, emptied=True)

@@ -48,6 +48,7 @@ def workers() -> Iterator[list[harness.WorkerProcess]]:
         harness.run_churn,
         harness.run_redis_restart,
         harness.run_redis_lost,
+        harness.run_redis_emptied,
         harness.run_broker_restart,
     ],
     ids=lambda s: s.__name__.removeprefix("run_"),

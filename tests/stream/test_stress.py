@@ -1,4 +1,5 @@
-"""`make stress`: the crash, rebalance and Redis-restart scenarios, round after round,
+"""`make stress`: the crash, rebalance, broker- and Redis-restart scenarios (a Redis that
+comes back on its append-only file, and one that comes back empty), round after round,
 while busy processes keep both cores loaded. Not part of `make test` (marker ``stress``).
 
 ``STRESS_ROUNDS`` (default 20) rounds of every scenario; ``STRESS_EVENTS`` (default
@@ -29,6 +30,7 @@ SCENARIOS = {
     "churn": harness.run_churn,
     "broker_restart": harness.run_broker_restart,
     "redis_restart": harness.run_redis_restart,
+    "redis_emptied": harness.run_redis_emptied,
 }
 
 

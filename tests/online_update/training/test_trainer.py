@@ -214,6 +214,27 @@ def test_a_trainer_that_lost_the_model_cannot_overwrite_its_successor(make_train
     assert make_trainer().learner.examples_seen == successor.examples_seen == 60
 
 
+def test_a_trainer_whose_epoch_redis_lost_checkpoints_under_a_new_one_that_fences_the_old(  # type: ignore[no-untyped-def]
+    make_trainer, redis_client: redis.Redis, redis_prefix: str
+) -> None:
+    zombie = make_trainer()  # an earlier owner that does not know it lost the model
+    trainer = make_trainer()
+    trainer.learn(trainer.prepare(messages(0, 40)))
+    trainer.checkpoint()
+    redis_client.delete(*redis_client.scan_iter(f"{redis_prefix}*"))  # Redis restarted empty
+    trainer.learn(trainer.prepare(messages(40, 70, first_offset=40)))
+    claimed = trainer.epoch
+    trainer.checkpoint()  # its model is the only copy left: written, under a new epoch
+    assert trainer.epoch is not None and claimed is not None and trainer.epoch > claimed
+    zombie.learn(zombie.prepare(messages(0, 10)))
+    with pytest.raises(FencedOut):
+        zombie.checkpoint()
+    trainer.learn(trainer.prepare(messages(70, 80, first_offset=70)))
+    trainer.checkpoint()  # and it writes on under it
+    resumed = make_trainer()
+    assert resumed.learner.examples_seen == 80 and resumed.offsets == {0: 79}
+
+
 def test_a_pack_is_learned_whole_but_a_bad_example_in_it_is_dead_lettered_alone(
     make_trainer,
 ) -> None:  # type: ignore[no-untyped-def]
