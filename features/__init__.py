@@ -19,6 +19,7 @@ from driftrec.features.joiner import (
     joiner_config,
 )
 from driftrec.features.state import (
+    CLOCK_FEATURES,
     DENSE_FEATURES,
     CandidateFeatures,
     FeatureConfig,
@@ -28,6 +29,7 @@ from driftrec.features.state import (
 from driftrec.features.vectorise import FeatureEncoder, TextLookup, stable_hash
 
 __all__ = [
+    "CLOCK_FEATURES",
     "DENSE_FEATURES",
     "CandidateFeatures",
     "FeatureConfig",

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 from driftrec.core import DeadLetter, DriftrecError, Example, dead_letter, decode_examples
-from driftrec.features import DENSE_FEATURES, FeatureEncoder, stable_hash
+from driftrec.features import CLOCK_FEATURES, DENSE_FEATURES, FeatureEncoder, stable_hash
 from driftrec.models import Batch
 from driftrec.online_update.embeddings import RedisVectorStore
 from driftrec.online_update.learning import (
@@ -471,10 +471,17 @@ class Trainer:
             return None
         current = Reference.of(reference.version, window)
         drift = label_free_drift(
-            reference.dense, current.dense, reference.click, current.click, DENSE_FEATURES
+            reference.dense[:, _POPULATION],
+            current.dense[:, _POPULATION],
+            reference.click,
+            current.click,
+            [DENSE_FEATURES[j] for j in _POPULATION],
         )
         return {"reference_version": reference.version, **drift.model_dump()}
 
+
+#: The dense columns label-free drift compares (not the clock's: see ``CLOCK_FEATURES``).
+_POPULATION = [j for j, name in enumerate(DENSE_FEATURES) if name not in CLOCK_FEATURES]
 
 #: Published versions whose windows a trainer keeps (about 250 kB each).
 _PUBLISHED_WINDOWS = 16
