@@ -52,6 +52,9 @@ class ModelConfig:
     share_text_projection: bool = True
     #: False = ablation: ``text``, ``has_text`` and ``interest`` are ignored.
     use_text: bool = True
+    #: Wide part only: a per-task weight on the standardised ``text . interest`` score
+    #: (``models.wide.TextScore``); ignored without ``use_text`` or ``wide``.
+    text_score: bool = True
     #: Add user*item and interest*text element-wise products to the features.
     interactions: bool = True
     #: len(stream.features.DENSE_FEATURES) today; models/ must not import driftrec.stream/.

@@ -23,6 +23,7 @@ CHANGED: dict[str, object] = {
     "learner_micro_batch": 7,
     "learner_shared_every": 3,
     "learner_wide": False,
+    "learner_text_score": False,
     "learner_standardise": False,
     "learner_norm_horizon": 77,
     "learner_seed": 5,
