@@ -160,6 +160,11 @@ class DriftrecConfig(BaseModel):
     learner_wide: bool = Field(
         True, description="Wide part per task: id biases + linear term over dense inputs."
     )
+    learner_text_score: bool = Field(
+        True,
+        description="Wide part: a per-task weight on the item text scored against the user's "
+        "interest vector (standardised text . interest).",
+    )
     learner_standardise: bool = Field(
         True, description="Standardise dense inputs with running statistics (in checkpoints)."
     )

@@ -9,6 +9,9 @@ checkpoint stores it (``to_dict``) and refuses to load into a model whose
 True
 >>> cfg.fingerprint() == ModelConfig(arch="mmoe", n_dense=4).fingerprint()
 False
+>>> older = {k: v for k, v in cfg.to_dict().items() if k != "text_score"}  # before the field
+>>> ModelConfig.from_dict(older).text_score, ModelConfig.from_dict(older).to_dict() == older
+(False, True)
 >>> ModelConfig(arch="transformer")
 Traceback (most recent call last):
 ...
@@ -26,6 +29,12 @@ from driftrec.core import ConfigError
 from driftrec.models.tasks import TASKS, TaskSpec, validate_tasks
 
 __all__ = ["ARCHS", "Arch", "ModelConfig", "fingerprint"]
+
+#: Fields added after checkpoints existed, with the value that gives the model those
+#: checkpoints were written by: ``from_dict`` fills a missing one with it and ``to_dict``
+#: leaves a field at that value out, so an older checkpoint's config (and fingerprint)
+#: still reads as the model it was.
+_ADDED: dict[str, object] = {"text_score": False}
 
 Arch = Literal["shared-bottom", "mmoe", "ple"]
 ARCHS: tuple[str, ...] = ("shared-bottom", "mmoe", "ple")
@@ -52,6 +61,9 @@ class ModelConfig:
     share_text_projection: bool = True
     #: False = ablation: ``text``, ``has_text`` and ``interest`` are ignored.
     use_text: bool = True
+    #: Wide part only: a per-task weight on the standardised ``text . interest`` score
+    #: (``models.wide.TextScore``); ignored without ``use_text`` or ``wide``.
+    text_score: bool = True
     #: Add user*item and interest*text element-wise products to the features.
     interactions: bool = True
     #: len(stream.features.DENSE_FEATURES) today; models/ must not import driftrec.stream/.
@@ -114,6 +126,8 @@ class ModelConfig:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name in _ADDED and value == _ADDED[f.name]:
+                continue
             if f.name == "tasks":
                 value = [t.to_dict() for t in value]
             elif isinstance(value, tuple):
@@ -128,7 +142,7 @@ class ModelConfig:
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"unknown ModelConfig fields {sorted(unknown)}")
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {k: v for k, v in _ADDED.items() if k not in data}
         for key, value in data.items():
             if key == "tasks":
                 value = tuple(TaskSpec(**t) for t in value)

@@ -7,7 +7,8 @@ regression tasks. ``driftrec.models.losses.predict`` turns them into predictions
 Beside the deep towers sits a wide part (``driftrec.models.wide``): per-task id biases
 and a linear term over the dense inputs, added to the towers' output. The dense inputs
 reach both parts standardised by running statistics (buffers of the model, moved only
-by ``observe_dense``, which the learner calls after learning from a batch).
+by ``observe_batch``, which the learner calls after learning from a batch; so are the
+statistics of the wide part's text score).
 
 Parameters fall into four update groups (``parameter_groups``): ``"embedding"``
 (sparse id tables), ``"shared"`` (text projection, bottom, shared experts),
@@ -150,6 +151,12 @@ class MultiTaskModel(nn.Module):
         """Merge a batch's raw dense inputs into the running statistics (no-op without)."""
         if self.dense_norm is not None:
             self.dense_norm.observe(dense)
+
+    def observe_batch(self, batch: Batch) -> None:
+        """``observe_dense(batch.dense)`` and, with a text score, merge its scores too."""
+        self.observe_dense(batch.dense)
+        if self.wide is not None and self.wide.text_score is not None:
+            self.wide.text_score.observe(batch)
 
     @torch.no_grad()
     def observe_labels(

@@ -17,6 +17,14 @@ and learning rate on every step, because per-user and per-item tendencies are fi
 effects a linear model learns from a handful of examples, long before a deep model has
 taken enough steps to carry them in its embeddings.
 
+``TextScore`` (with ``ModelConfig.text_score`` and text in use) adds one more first-order
+term to the wide part: the item's text vector scored against the user's interest vector
+directly, ``text . interest`` (the mean cosine of the item to the user's recent clicks),
+standardised by its own running statistics and weighted per task. It needs no projection
+to be learned first, so an item nobody has clicked yet is ranked by how close its text is
+to what this user clicks, from the first steps on; rows without text or without a click
+history score 0.
+
 >>> import torch
 >>> norm = RunningStandardiser(2, horizon=1_000)
 >>> norm(torch.tensor([[3.0, 5.0]])).tolist()  # nothing observed yet: x - 0, std 1
@@ -33,7 +41,7 @@ from driftrec.models.batch import Batch
 from driftrec.models.config import ModelConfig
 from torch import nn
 
-__all__ = ["RunningStandardiser", "WidePart"]
+__all__ = ["RunningStandardiser", "TextScore", "WidePart"]
 
 
 class RunningStandardiser(nn.Module):
@@ -81,6 +89,36 @@ class RunningStandardiser(nn.Module):
         self.count += k
 
 
+class TextScore(nn.Module):
+    """Per-task weight on the standardised ``text . interest`` of each row (0 without either)."""
+
+    def __init__(self, n_tasks: int) -> None:
+        super().__init__()
+        self.norm = RunningStandardiser(1)
+        # Zero at the start (a new model is its deep part); no bias: the score is centred.
+        self.weight = nn.Linear(1, n_tasks, bias=False)
+        nn.init.zeros_(self.weight.weight)
+
+    @staticmethod
+    def raw(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([B, 1] text . interest, [B, 1] mask of rows with both vectors)``."""
+        score = (batch.text * batch.interest).sum(dim=1, keepdim=True)
+        known = (batch.has_text > 0) & (batch.interest.abs().sum(dim=1) > 0)
+        return score, known.unsqueeze(1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        score, known = self.raw(batch)
+        z = torch.where(known, self.norm(score), torch.zeros_like(score))
+        out: torch.Tensor = self.weight(z)
+        return out
+
+    @torch.no_grad()
+    def observe(self, batch: Batch) -> None:
+        """Merge the scores of the rows with text and interest into the statistics."""
+        score, known = self.raw(batch)
+        self.norm.observe(score[known.squeeze(1)])
+
+
 class WidePart(nn.Module):
     """Per-task first-order logits: id biases plus a linear term over the dense inputs."""
 
@@ -99,6 +137,7 @@ class WidePart(nn.Module):
         if self.linear is not None:
             nn.init.zeros_(self.linear.weight)
             nn.init.zeros_(self.linear.bias)
+        self.text_score = TextScore(t) if config.use_text and config.text_score else None
 
     def forward(self, batch: Batch, dense: torch.Tensor) -> torch.Tensor:
         """``[B, T]`` from the batch's ids and its (standardised) dense inputs."""
@@ -112,4 +151,8 @@ class WidePart(nn.Module):
             dim=1,
         )  # [B, 3]
         out: torch.Tensor = self.bias(ids).sum(dim=1)
-        return out if self.linear is None else out + self.linear(dense)
+        if self.linear is not None:
+            out = out + self.linear(dense)
+        if self.text_score is not None:
+            out = out + self.text_score(batch)
+        return out

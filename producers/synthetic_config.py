@@ -68,13 +68,13 @@ class SyntheticConfig(BaseModel):
     n_events: int = Field(
         default=200_000, ge=1, le=100_000_000, description="Exact number of events (not items)."
     )
-    n_users: int = Field(default=5_000, ge=1, description="Number of users.")
+    n_users: int = Field(default=300, ge=1, description="Number of users.")
     n_topics: int = Field(default=10, ge=2, le=len(TOPICS), description="Topics in use.")
-    n_initial_items: int = Field(default=1_000, ge=1, description="Catalog size at the start.")
+    n_initial_items: int = Field(default=300, ge=1, description="Catalog size at the start.")
     new_items_every: int = Field(
-        default=5_000, ge=0, description="Events between new-item batches (0: no new items)."
+        default=1_000, ge=0, description="Events between new-item batches (0: no new items)."
     )
-    new_items_batch: int = Field(default=40, ge=0, description="Items per new batch.")
+    new_items_batch: int = Field(default=10, ge=0, description="Items per new batch.")
     fresh_share: float = Field(
         default=0.2, ge=0.0, le=1.0, description="Share of slate slots given to the newest batch."
     )

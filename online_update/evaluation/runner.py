@@ -124,7 +124,8 @@ class EvalConfig:
     periodic_window: int = 20_000
     periodic_epochs: int = 2
     periodic_batch_size: int = 512
-    cold_impressions: int = 50
+    #: The cold-start slice: an item's first ``cold_impressions`` impressions in the log.
+    cold_impressions: int = 20
     post_drift_events: int = 5_000
     #: Examples per point of the rolling click AUC curves (the plot).
     rolling_window: int = 2_000

@@ -16,7 +16,7 @@ gradients and step every ``shared_every`` steps on their mean gradient, so no ex
 wasted on them. Optimisers: ``SparseAdam`` for the embeddings, ``Adam`` for the rest of
 the deep model, ``Adagrad`` (rate ``lr_wide``) for the wide part. After the steps, the
 batch's dense inputs move the model's running standardisation statistics
-(``MultiTaskModel.observe_dense``), and regression towers (dwell), which predict a
+(``MultiTaskModel.observe_batch``), and regression towers (dwell), which predict a
 residual around a running mean of their label, move that mean after each step
 (``MultiTaskModel.observe_labels``).
 
@@ -229,7 +229,7 @@ class OnlineLearner:
                 shared_updated |= self._shared_due()
                 loss += float(total.detach()) * len(part) / len(batch)
                 steps += 1
-        self.model.observe_dense(batch.dense)
+        self.model.observe_batch(batch)
         self.batches_seen += 1
         self.examples_seen += len(batch)
         return StepResult(

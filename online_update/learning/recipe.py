@@ -35,6 +35,7 @@ def learner_config(
         standardise_dense=config.learner_standardise,
         norm_horizon=config.learner_norm_horizon,
         wide=config.learner_wide,
+        text_score=config.learner_text_score,
         seed=config.learner_seed,
     )
     return LearnerConfig(

@@ -21,10 +21,18 @@ learner it returns, in the new version. Two ways, chosen by measurement:
   score), and it learns the new space from there: the zeroed weights receive gradients
   at once, the projection as soon as they are non-zero.
 
+The wide part's text score (``ModelConfig.text_score``: a weight on the standardised
+``text . interest``) follows the same rule. On **reset** its weight, its Adagrad sum and
+its running statistics start afresh (the model is then blind to text, as above). When
+**aligned**, the weight is kept and the statistics are carried into the new space: the
+map ``score_old ~= a * score_new + b`` fitted on dot products of paired items gives the
+new space's mean and variance, so a standardised score reads as before (a map with
+``a <= 0`` resets the score instead).
+
 Either way ``text_dim`` becomes the new dimension (so a different dimension is a new
 ``ModelConfig`` and config fingerprint), every other parameter, the optimiser moments of
 the kept parameters, the task balancer, the metric windows and the counters carry over,
-and so do the wide part (id biases and the linear term read no text vector) with its
+and so do the rest of the wide part (id biases and the linear term read no text vector) with its
 Adagrad sums and the running statistics of the dense inputs (no text column among them),
 the drift detectors restart (a switch is a known change point, not interest drift), and
 the input learner is not modified.
@@ -58,10 +66,12 @@ __all__ = [
     "adopt_embedding_version",
     "fit_projection",
     "paired_sample",
+    "score_map",
     "text_columns",
 ]
 
 _PROJECTIONS = ("encoder.text_proj.", "encoder.interest_proj.")
+_SCORE = "wide.text_score."
 
 
 @dataclass(frozen=True)
@@ -209,8 +219,13 @@ def adopt_embedding_version(
     first = _first_layer_weights(new.model) if columns else []
     for name in first:
         state[name][:, columns, :] = 0.0
+    score = [k for k in state if k.startswith(_SCORE)]
+    if score and not (mode == "aligned" and pairs is not None and _carry_score(state, *pairs)):
+        state.update({k: fresh_state[k] for k in score})
+    else:
+        score = []
     new.model.load_state_dict(state)
-    _carry_optimisers(learner, new, set(projections), first, columns)
+    _carry_optimisers(learner, new, set(projections) | set(score), first, columns)
     new.balancer.load_state_dict(learner.balancer.state_dict())
     new.metrics.load_state(
         {t: {k: v.copy() for k, v in s.items()} for t, s in learner.metrics.state().items()}
@@ -219,6 +234,38 @@ def adopt_embedding_version(
     new.examples_seen, new.batches_seen = learner.examples_seen, learner.batches_seen
     new.steps_seen = learner.steps_seen
     return new, SwitchReport(mode, old_cfg.text_dim, new_dim, n_pairs, r2)
+
+
+def score_map(old: np.ndarray, new: np.ndarray) -> tuple[float, float]:
+    """``(a, b)`` with ``old_i . old_j ~= a * new_i . new_j + b`` over pairs of paired items
+    (each row with the next eight, cyclically): how the text score moves between spaces.
+
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(50, 4))
+    >>> a, b = score_map(2.0 * x, x)
+    >>> round(a, 6), round(b, 6)
+    (4.0, 0.0)
+    """
+    n = len(old)
+    shifts = range(1, min(9, n))
+    s_old = np.concatenate([(old * np.roll(old, k, axis=0)).sum(axis=1) for k in shifts])
+    s_new = np.concatenate([(new * np.roll(new, k, axis=0)).sum(axis=1) for k in shifts])
+    if len(s_new) < 2 or float(s_new.var()) == 0.0:
+        return 0.0, float(s_old.mean()) if len(s_old) else 0.0
+    a = float(np.cov(s_new, s_old, bias=True)[0, 1] / s_new.var())
+    return a, float(s_old.mean() - a * s_new.mean())
+
+
+def _carry_score(state: dict[str, torch.Tensor], old: np.ndarray, new: np.ndarray) -> bool:
+    """Move the text score's statistics into the new space in ``state``; False when the
+    two spaces' scores do not rise together (the caller then resets the score)."""
+    a, b = score_map(old.astype(np.float64), new.astype(np.float64))
+    if a <= 1e-6:
+        return False
+    mean, var = f"{_SCORE}norm.mean", f"{_SCORE}norm.var"
+    state[mean] = (state[mean] - b) / a
+    state[var] = state[var] / (a * a)
+    return True
 
 
 def _carry_optimisers(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from driftrec.models import ARCHS, MultiTaskModel
 from driftrec.models.synthetic import SyntheticStream
-from driftrec.models.wide import RunningStandardiser, WidePart
+from driftrec.models.wide import RunningStandardiser, TextScore, WidePart
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -86,3 +88,43 @@ def test_standardised_inputs_reach_both_parts() -> None:
     other.dense_norm.count.zero_()  # type: ignore[union-attr]
     other.observe_dense(shifted.dense)
     torch.testing.assert_close(model(batch), other(shifted), rtol=1e-4, atol=1e-4)
+
+
+def test_text_score_is_the_standardised_text_interest_product_of_rows_with_both() -> None:
+    batch = SyntheticStream(SPEC).batch(64)
+    # row 0 has no text, row 1 no click history: both score 0 and leave the statistics
+    has_text = batch.has_text.clone()
+    has_text[0] = 0.0
+    interest = batch.interest.clone()
+    interest[1] = 0.0
+    batch = dataclasses.replace(batch, has_text=has_text, interest=interest)
+    score = TextScore(n_tasks=3)
+    assert not score(batch).any()  # zero weight at the start
+    score.observe(batch)
+    raw = (batch.text * batch.interest).sum(dim=1).numpy()[2:]
+    assert int(score.norm.count) == 62
+    np.testing.assert_allclose(float(score.norm.mean), raw.mean(), rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        score.weight.weight.copy_(torch.tensor([[1.0], [2.0], [0.0]]))
+    out = score(batch).detach()
+    assert not out[:2].any()
+    z = (raw - raw.mean()) / raw.std()
+    np.testing.assert_allclose(out[2:, 0].numpy(), np.clip(z, -5, 5), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(out[2:, 1].numpy(), 2 * out[2:, 0].numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("flags", [{"text_score": False}, {"use_text": False}, {"wide": False}])
+def test_no_text_score_without_text_or_wide_part_or_when_switched_off(
+    flags: dict[str, bool],
+) -> None:
+    model = MultiTaskModel(small(**flags))
+    assert not any("text_score" in name for name in model.state_dict())
+    model.observe_batch(SyntheticStream(SPEC).batch(8))  # a no-op for the score
+
+
+def test_observe_batch_moves_the_text_score_statistics_and_checkpoints_carry_them() -> None:
+    model = MultiTaskModel(small())
+    batch = SyntheticStream(SPEC).batch(32)
+    model.observe_batch(batch)
+    state = model.state_dict()
+    assert int(state["wide.text_score.norm.count"]) > 0 and int(state["dense_norm.count"]) == 32

@@ -312,3 +312,30 @@ def test_click_probabilities_are_the_truth_the_clicks_were_drawn_from() -> None:
         rate, mean, n = y[part].mean(), p[part].mean(), len(part)
         assert abs(rate - mean) < 4 * np.sqrt(mean * (1 - mean) / n) + 1e-3, (rate, mean)
     assert np.array_equal(p, SyntheticLog(config).click_probabilities())  # seeded
+
+
+def test_default_world_gives_users_a_history_before_the_first_drift() -> None:
+    # The world's rules (module docstring): on the 60,000-event log the evaluation uses,
+    # a typical user has tens of impressions and several clicks before interests drift,
+    # and an item's first 20 impressions are about a third of all impressions.
+    log = SyntheticLog(load_config("default", {"n_events": "60000"}))
+    drift = log.drift_points[0].event_index
+    impressions: Counter[str] = Counter()
+    clicks: Counter[str] = Counter()
+    per_item: Counter[str] = Counter()
+    cold = total = 0
+    for n, record in enumerate(r for r in log.records() if not isinstance(r, Item)):
+        if isinstance(record, Impression):
+            cold += per_item[record.item_id] < 20
+            per_item[record.item_id] += 1
+            total += 1
+            if n < drift:
+                impressions[record.user_id] += 1
+        elif isinstance(record, Click) and n < drift:
+            clicks[record.user_id] += 1
+    users = list(impressions)
+    assert len(users) > 0.9 * DEFAULT_CONFIG.n_users
+    assert 20 <= np.median([impressions[u] for u in users]) <= 100
+    assert np.median([clicks[u] for u in users]) >= 3
+    assert 0.25 <= cold / total <= 0.45
+    assert 20 <= np.median(list(per_item.values())) <= 100

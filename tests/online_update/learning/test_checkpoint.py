@@ -82,6 +82,27 @@ def test_load_without_config_uses_the_stored_one(learner: OnlineLearner, tmp_pat
     assert restored.summary() == pytest.approx(learner.summary(), nan_ok=True)
 
 
+def test_a_checkpoint_from_before_the_text_score_still_loads_as_the_model_it_was(
+    tmp_path: Path,
+) -> None:
+    # Such a checkpoint's config has no "text_score" key: written here by a learner
+    # without the score, whose config (and fingerprint) leaves the field out.
+    old = dataclasses.replace(CFG, model=dataclasses.replace(CFG.model, text_score=False))
+    stream = SyntheticStream(StreamSpec(text_dim=8, n_dense=3, n_users=20, n_items=30))
+    learner = OnlineLearner(old)
+    learner.learn_many(stream.batch(40))
+    save_checkpoint(learner, tmp_path / "old.pt")
+    stored = torch.load(tmp_path / "old.pt", weights_only=True)
+    assert "text_score" not in json.loads(stored["meta"])["config"]["model"]
+    restored, meta = load_checkpoint(tmp_path / "old.pt")
+    assert restored.config == old and meta.fingerprint == old.fingerprint()
+    assert not any("text_score" in k for k in restored.model.state_dict())
+    probe = stream.batch(16)
+    assert restored.predict_many(probe)["click"] == pytest.approx(
+        learner.predict_many(probe)["click"]
+    )
+
+
 def test_a_failed_write_leaves_the_previous_checkpoint(
     learner: OnlineLearner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

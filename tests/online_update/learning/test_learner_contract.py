@@ -208,6 +208,12 @@ def test_a_batch_takes_one_step_per_micro_batch_and_shared_steps_count_steps(arc
     assert (second.steps, second.shared_updated, learner.steps_seen) == (3, True, 6)
     norm = learner.model.dense_norm
     assert norm is not None and int(norm.count) == 50  # statistics move once per batch
+    wide = learner.model.wide
+    assert wide is not None and wide.text_score is not None  # on by default
+    counted = int(wide.text_score.norm.count)  # rows with text and a click history
+    assert 0 < counted <= 50
+    learner.predict_many(data[0])  # scoring moves no statistics
+    assert int(wide.text_score.norm.count) == counted and int(norm.count) == 50
 
 
 def test_unlabelled_batches_can_be_scored_but_not_learned() -> None:

@@ -23,6 +23,7 @@ CHANGED: dict[str, object] = {
     "learner_micro_batch": 7,
     "learner_shared_every": 3,
     "learner_wide": False,
+    "learner_text_score": False,
     "learner_standardise": False,
     "learner_norm_horizon": 77,
     "learner_seed": 5,
@@ -39,7 +40,10 @@ def test_each_setting_changes_the_learner_and_its_fingerprint(name: str, value: 
     base = learner_config(DriftrecConfig(), text_dim=16)
     changed = learner_config(DriftrecConfig(**{name: value}), text_dim=16)  # type: ignore[arg-type]
     assert changed.fingerprint() != base.fingerprint()
-    flat = {**changed.to_dict(), **changed.to_dict()["model"]}
+    flat = {
+        **{f.name: getattr(changed, f.name) for f in dataclasses.fields(changed)},
+        **{f.name: getattr(changed.model, f.name) for f in dataclasses.fields(changed.model)},
+    }
     field = {
         "model_arch": "arch",
         "learner_balancing": "balancing",

@@ -103,16 +103,29 @@ def test_reset_makes_the_model_blind_to_text_and_keeps_everything_else(arch: str
     assert first and all(not state[k][:, cols, :].any() for k in first)
     keep = [c for c in range(width) if c not in cols]
     assert all(torch.equal(state[k][:, keep, :], before[k][:, keep, :]) for k in first)
-    kept = [k for k in before if not k.startswith(("encoder.text_proj", "encoder.interest_proj"))]
+    fresh = ("encoder.text_proj", "encoder.interest_proj", "wide.text_score.")
+    kept = [k for k in before if not k.startswith(fresh)]
     assert any("towers" in k for k in kept) and any("encoder.user" in k for k in kept)
     assert all(torch.equal(state[k], before[k]) for k in kept if k not in first)
     assert (new.examples_seen, new.batches_seen) == (learner.examples_seen, learner.batches_seen)
     assert new.steps_seen == learner.steps_seen
-    # the wide part and the dense statistics read no text vector: kept, Adagrad sums too
+    # the wide part and the dense statistics read no text vector: kept, Adagrad sums too;
+    # the text score starts afresh (weight, Adagrad sum and statistics)
     assert {"wide.bias.weight", "dense_norm.mean", "dense_norm.var"} <= set(kept)
-    old_sums = [s["sum"] for s in learner.optimizers["wide"].state.values()]
-    new_sums = [s["sum"] for s in new.optimizers["wide"].state.values()]
-    assert old_sums and all(torch.equal(a, b) for a, b in zip(old_sums, new_sums, strict=True))
+    score = [k for k in state if k.startswith("wide.text_score.")]
+    assert score and before["wide.text_score.weight.weight"].any()
+    start = OnlineLearner(new.config).model.state_dict()
+    assert all(torch.equal(state[k], start[k]) for k in score)
+    old_params = dict(learner.model.named_parameters())
+    for name, p in new.model.named_parameters():
+        if not name.startswith("wide."):
+            continue
+        old_sum = learner.optimizers["wide"].state[old_params[name]]["sum"]
+        new_sum = new.optimizers["wide"].state[p]["sum"]
+        if name.startswith("wide.text_score."):
+            assert old_sum.any() and not new_sum.any()
+        else:
+            assert torch.equal(old_sum, new_sum)
     np.testing.assert_array_equal(
         np.array(list(new.summary().values())), np.array(list(learner.summary().values()))
     )
@@ -165,11 +178,14 @@ def test_aligned_switch_scores_the_new_vectors_as_the_old_model_scored_the_old(
 ) -> None:
     learner = trained(config("ple", share_text_projection=shared))
     rng = np.random.default_rng(0)
-    rotation = np.linalg.qr(rng.normal(size=(8, 8)))[0].astype(np.float32)
+    # rotated and scaled: the projections are refitted, the text score's statistics
+    # follow its dot products (4x here), so the score reads as before
+    rotation = 2.0 * np.linalg.qr(rng.normal(size=(8, 8)))[0].astype(np.float32)
     old = rng.normal(size=(300, 8)).astype(np.float32)
     new, report = adopt_embedding_version(learner, 8, pairs=(old, old @ rotation), ridge=1e-6)
     assert report.mode == "aligned" and report.pairs == 300
     assert report.r2 is not None and report.r2 > 0.999
+    assert learner.model.state_dict()["wide.text_score.weight.weight"].any()
     probe = batches(1, size=16, seed=9)[0]
     r = torch.from_numpy(rotation)
     rotated = with_text(probe, probe.text @ r, probe.interest @ r)
