@@ -296,7 +296,8 @@ def test_refresh_builds_a_new_version_and_switches_only_when_complete(
         wait_for(lambda: bool(store.get(new, ["item-after"], 64)[1][0]), "the worker to switch")
         wait_for(lambda: bool(store.get(old, ["item-after"], 32)[1][0]), "the dual write")
         wait_for(lambda: not store.get(new, ["item-3"], 64)[1][0], "the tombstone")
-        assert not store.get(old, ["item-3"], 32)[1][0]
+        # The worker writes the new version, then the old one: wait for the second too.
+        wait_for(lambda: not store.get(old, ["item-3"], 32)[1][0], "the old version's tombstone")
     finally:
         stats = worker.join()
     assert stats.switches == [new] and stats.deleted == 2
