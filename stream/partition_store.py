@@ -18,8 +18,8 @@ A Redis that restarted empty (no persistence, a lost disk, a flush) has no epoch
 for a partition a worker is still running: no claim happened since, yet a delta written
 there would be a partial snapshot. ``save`` reports such a partition as ``lost`` and
 writes nothing; the worker then writes its whole state again under a restore epoch
-(``driftrec.core.restore_epoch``),
-which only succeeds while the epoch is still missing (no other worker claimed it since).
+(``driftrec.core.restore_epoch``), which only succeeds while the epoch is still missing
+(no other worker claimed it since).
 """
 
 from __future__ import annotations

@@ -53,17 +53,22 @@ def _worker(settings: Settings) -> JoinWorker:
     return JoinWorker(settings, redis.Redis.from_url(settings.redis_url), Catalog())
 
 
+def _owner(settings: Settings) -> JoinWorker:
+    """A worker that claimed partition 0, as on its assignment."""
+    worker = _worker(settings)
+    worker.adopt(worker.store.claim([0]))
+    return worker
+
+
 def test_a_worker_fenced_out_drops_the_partition_and_its_successor_resumes_at_its_snapshot(
     live_settings: Settings, redis_prefix: str
 ) -> None:
     settings = live_settings.model_copy(update={"redis_prefix": redis_prefix, "partitions": 1})
     events = [r for r in small_world(users=1, impressions_per_user=6) if hasattr(r, "user_id")]
-    first = _worker(settings)
-    first.adopt(first.store.claim([0]))
+    first = _owner(settings)
     first.process([(0, i, encode(e)) for i, e in enumerate(events[:3])])
     assert first.save_snapshots() == set()
-    second = _worker(settings)
-    second.adopt(second.store.claim([0]))  # the partition moved
+    second = _owner(settings)  # the partition moved
     assert second.states[0].offset == 2
     first.process([(0, i, encode(e)) for i, e in enumerate(events[3:], start=3)])
     assert first.save_snapshots() == {0} and 0 not in first.states
@@ -78,8 +83,7 @@ def test_a_worker_whose_state_redis_lost_writes_it_whole_and_a_successor_resumes
 ) -> None:
     settings = live_settings.model_copy(update={"redis_prefix": redis_prefix, "partitions": 1})
     events = [r for r in small_world(users=3, impressions_per_user=6) if hasattr(r, "user_id")]
-    first = _worker(settings)
-    first.adopt(first.store.claim([0]))
+    first = _owner(settings)
     half = len(events) // 2
     first.process([(0, i, encode(e)) for i, e in enumerate(events[:half])])
     assert first.save_snapshots() == set()
@@ -94,8 +98,7 @@ def test_a_worker_whose_state_redis_lost_writes_it_whole_and_a_successor_resumes
     assert "Redis lost the state of events partitions [0]" in caplog.text
     assert first.counts["state_restores"] == 1 and 0 in first.states
     kept = first.states[0]
-    successor = _worker(settings)
-    successor.adopt(successor.store.claim([0]))
+    successor = _owner(settings)
     resumed = successor.states[0]
     assert resumed.offset == len(events) - 1 and resumed.epoch > kept.epoch
     live = ("pending", "seen", "closed")  # the heaps keep stale entries until popped
@@ -113,8 +116,7 @@ def test_an_idle_partition_closes_its_windows_on_the_wall_clock(
     settings = live_settings.model_copy(
         update={"redis_prefix": redis_prefix, "partitions": 1, "idle_timeout_s": 0.01}
     )
-    worker = _worker(settings)
-    worker.adopt(worker.store.claim([0]))
+    worker = _owner(settings)
     impression = small_world(users=1, impressions_per_user=1)[-1]
     assert worker.process([(0, 0, encode(impression))]).examples == []
     state = worker.states[0]
@@ -130,8 +132,7 @@ def test_an_offset_gap_is_counted_and_logged(
 ) -> None:
     settings = live_settings.model_copy(update={"redis_prefix": redis_prefix, "partitions": 1})
     events = [r for r in small_world(users=1, impressions_per_user=6) if hasattr(r, "user_id")]
-    worker = _worker(settings)
-    worker.adopt(worker.store.claim([0]))
+    worker = _owner(settings)
     worker.process([(0, 0, encode(events[0])), (0, 1, encode(events[1]))])
     assert worker.counts["offset_gaps"] == 0
     worker.process([(0, 5, encode(events[2]))])  # offsets 2-4 never came
