@@ -4,9 +4,9 @@ Framework: FastAPI on uvicorn. The request and response bodies are pydantic mode
 which is already driftrec's one schema language, so FastAPI validates requests with
 the same library as every topic message, turns a bad request into a 422 that names the
 field, and documents the API at ``/docs`` for free. It is ASGI, so health and metrics
-stay responsive while scoring runs; the scoring endpoints are plain ``def`` functions
-that FastAPI runs on its worker threads, where the Redis round trips of concurrent
-requests overlap and torch releases the GIL while it computes. Flask would need a
+stay responsive while scoring runs; the scoring endpoints hand their work to a lane of
+``scoring_threads`` threads (default one per process), so the event loop stays free
+for health checks and the next requests while one is scored. Flask would need a
 second validation layer; aiohttp or raw Starlette would hand-roll what FastAPI gives.
 
 Endpoints (bodies in ops.serving.schemas):
@@ -20,7 +20,7 @@ Endpoints (bodies in ops.serving.schemas):
   and with no token configured admin is disabled (403 saying how to enable it).
 - ``GET /healthz``: readiness, 503 with the reasons whenever the server cannot score with
   the active model (ops.serving.health); ``GET /livez``: liveness, always 200 while the
-  process answers; ``GET /metrics``: Prometheus.
+  process answers, with its pid; ``GET /metrics``: Prometheus.
 - ``GET /dashboard``: the live drift dashboard, and its JSON under ``/dashboard/api/``
   (ops.dashboard).
 
@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import gc
 import hmac
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import redis
+from anyio import CapacityLimiter, to_thread
 from driftrec.online_update.embeddings import RedisVectorStore
 from driftrec.online_update.registry import ModelRegistry, RegistryError
 from driftrec.ops.dashboard import add_dashboard
@@ -62,7 +64,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-__all__ = ["Services", "app_from_env", "build_services", "create_app", "run_server"]
+__all__ = ["Services", "build_services", "create_app", "run_server"]
 
 _DEFAULT_WEIGHTS = BlendWeights()
 
@@ -171,6 +173,13 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(redis.RedisError, _redis_error)
 
+    # Scoring runs on its own lane of ``scoring_threads`` worker threads, apart from the
+    # pool that health, metrics and admin use: it is mostly Python under the GIL, and
+    # torch drops and retakes the GIL at every op, so many requests scoring at once in
+    # one process thrash it. Measured (`driftrec bench serve`, 2 cores): FastAPI's 40
+    # threads cost 5.5 ms CPU a request, one thread 2.9 ms. Use `--workers` for cores.
+    lane = CapacityLimiter(settings.scoring_threads)
+
     def model() -> LoadedModel:
         current = s.holder.current
         if current is None:
@@ -197,8 +206,10 @@ def create_app(
             raise HTTPException(403, "wrong admin token")
 
     @app.post("/recommend", response_model=RecommendResponse)
-    def recommend(body: RecommendRequest) -> Response:
-        current = model()
+    async def recommend(body: RecommendRequest) -> Response:
+        return await to_thread.run_sync(_recommend, body, model(), limiter=lane)
+
+    def _recommend(body: RecommendRequest, current: LoadedModel) -> Response:
         if body.item_ids is None:
             candidates = s.features.recent_items(body.recent)
             if not candidates:
@@ -224,8 +235,10 @@ def create_app(
         )
 
     @app.post("/score", response_model=ScoreResponse)
-    def score(body: ScoreRequest) -> Response:
-        current = model()
+    async def score(body: ScoreRequest) -> Response:
+        return await to_thread.run_sync(_score, body, model(), limiter=lane)
+
+    def _score(body: ScoreRequest, current: LoadedModel) -> Response:
         scored = s.scorer.score(
             current, body.user_id, list(body.item_ids), body.ts, body.weights or _DEFAULT_WEIGHTS
         )
@@ -286,8 +299,9 @@ def create_app(
         return JSONResponse(health.model_dump(), status_code=200 if found.ready else 503)
 
     @app.get("/livez")
-    async def livez() -> dict[str, str]:
-        return {"status": "alive"}
+    async def livez() -> dict[str, str | int]:
+        # The pid tells which of `driftrec serve --workers N`'s processes answered.
+        return {"status": "alive", "pid": os.getpid()}
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -297,37 +311,18 @@ def create_app(
     return app
 
 
-def app_from_env() -> FastAPI:
-    """The app of one ``driftrec serve --workers N`` process: settings from the
-    environment that ``run_server`` exported, one torch thread."""
-    import torch
-
-    torch.set_num_threads(1)
-    return create_app(Settings())
-
-
 def run_server(
     settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1
 ) -> None:
     """Serve until interrupted (``driftrec serve``); blocks. ``workers`` > 1 runs that
-    many processes on the port (uvicorn's workers), each with its own model holder."""
-    import os
-
+    many processes on the port (ops.serving.workers), each with its own model holder."""
     import torch
     import uvicorn
-    from driftrec.ops.worker_process import settings_env
 
     if workers > 1:
-        os.environ.update(settings_env(settings))  # the worker processes read them back
-        uvicorn.run(
-            "driftrec.ops.serving.app:app_from_env",
-            factory=True,
-            workers=workers,
-            host=host,
-            port=port,
-            access_log=False,
-            log_level="info",
-        )
+        from driftrec.ops.serving.workers import serve_workers
+
+        serve_workers(settings, host, port, workers)
         return
     # One intra-op thread per process: concurrent requests already use every core, and
     # torch threads fighting each other and the request threads ruin tail latency.

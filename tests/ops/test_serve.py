@@ -8,10 +8,13 @@ the app through FastAPI's TestClient (which runs the app's lifespan: the model h
 from __future__ import annotations
 
 import math
+import threading
 import uuid
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -247,3 +250,42 @@ def check_metrics(api: TestClient, world: World) -> None:
     assert samples[buckets] == 4
     assert samples[("driftrec_model_active", (("version", world.versions[0]),))] == 1
     assert samples[("driftrec_model_swaps_total", ())] == 1
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_requests_score_on_their_own_lane_while_health_answers(shared: World, threads: int) -> None:
+    # Scoring is GIL-bound: `scoring_threads` requests score at once, the rest queue,
+    # and health, liveness and metrics still answer while every lane thread is busy.
+    settings = shared.settings.model_copy(update={"scoring_threads": threads})
+    app = create_app(settings, poll_s=0.2)
+    scorer = app.state.services.scorer
+    score, lock, release = scorer.score, threading.Lock(), threading.Event()
+    entered = threading.Semaphore(0)
+    inside = peak = 0
+
+    def held_score(*args: Any, **kwargs: Any) -> Any:
+        nonlocal inside, peak
+        with lock:
+            inside += 1
+            peak = max(peak, inside)
+        entered.release()
+        try:
+            assert release.wait(30), "the test never released the lane"
+            return score(*args, **kwargs)
+        finally:
+            with lock:
+                inside -= 1
+
+    scorer.score = held_score
+    body = {"user_id": "user0", "item_ids": shared.items[:10], "k": 3}
+    with TestClient(app) as client, ThreadPoolExecutor(threads + 2) as pool:
+        answers = [pool.submit(client.post, "/recommend", json=body) for _ in range(threads + 2)]
+        for _ in range(threads):
+            assert entered.acquire(timeout=30), f"{threads} requests should be scoring"
+        assert client.get("/livez").status_code == 200
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/metrics").status_code == 200
+        release.set()
+        statuses = [answer.result(timeout=60).status_code for answer in answers]
+    assert statuses == [200] * (threads + 2)
+    assert peak == threads

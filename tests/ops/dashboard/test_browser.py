@@ -19,14 +19,15 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from driftrec.ops.settings import Settings
 from driftrec.ops.worker_process import WorkerProcess, settings_env
 from pydantic import SecretStr
+
+from tests.ops.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -49,17 +50,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout_s: float, seen: Callable[[], str]) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with what was seen."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.5)
-    pytest.fail(f"{what} did not happen within {timeout_s:.0f} s; seen:\n{seen()}")
 
 
 @pytest.fixture
