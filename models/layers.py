@@ -99,7 +99,8 @@ class CGCLayer(nn.Module):
         n_gates = n_tasks + int(shared_gate)
         self.gates = BatchedLinear(n_gates, in_dim, n_experts)
         # Task t may mix its own experts and the shared ones; the shared gate mixes all.
-        mask = torch.full((n_gates, 1, n_experts), float("-inf"))
+        # Not saved, so built on the CPU even when a loader builds the model on ``meta``.
+        mask = torch.full((n_gates, 1, n_experts), float("-inf"), device="cpu")
         mask[:, :, n_tasks * n_task_experts :] = 0.0
         for t in range(n_tasks):
             mask[t, :, t * n_task_experts : (t + 1) * n_task_experts] = 0.0

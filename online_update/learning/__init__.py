@@ -7,6 +7,7 @@ from __future__ import annotations
 from driftrec.online_update.learning.checkpoint import (
     CheckpointError,
     load_checkpoint,
+    load_for_prediction,
     read_extra,
     save_checkpoint,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "label_free_drift",
     "learner_config",
     "load_checkpoint",
+    "load_for_prediction",
     "psi",
     "read_extra",
     "roc_auc",

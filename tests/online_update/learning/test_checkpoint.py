@@ -16,6 +16,7 @@ from driftrec.online_update.learning import checkpoint as ckpt
 from driftrec.online_update.learning.checkpoint import (
     CheckpointError,
     load_checkpoint,
+    load_for_prediction,
     read_extra,
     read_meta,
     save_checkpoint,
@@ -80,6 +81,38 @@ def test_load_without_config_uses_the_stored_one(learner: OnlineLearner, tmp_pat
     assert restored.config == CFG and restored.batches_seen == 3
     assert restored.alarms == [Alarm("adwin", "click", 77)]
     assert restored.summary() == pytest.approx(learner.summary(), nan_ok=True)
+
+
+@pytest.mark.parametrize("arch", ["shared-bottom", "mmoe", "ple"])
+def test_a_learner_loaded_for_prediction_predicts_what_the_saved_one_did(
+    arch: str, tmp_path: Path
+) -> None:
+    config = dataclasses.replace(CFG, model=dataclasses.replace(CFG.model, arch=arch))
+    stream = SyntheticStream(StreamSpec(text_dim=8, n_dense=3, n_users=20, n_items=30))
+    learner = OnlineLearner(config)
+    for _ in range(3):
+        learner.learn_many(stream.batch(40))
+    save_checkpoint(learner, tmp_path / "m.pt")
+    loaded, meta = load_for_prediction(tmp_path / "m.pt")
+    assert meta.fingerprint == config.fingerprint()
+    assert not [
+        n for n, t in [*loaded.model.named_parameters(), *loaded.model.named_buffers()] if t.is_meta
+    ]
+    probe = stream.batch(64)
+    expected, got = learner.predict_many(probe), loaded.predict_many(probe)
+    for task in config.model.task_names:
+        np.testing.assert_array_equal(got[task], expected[task])
+
+
+def test_a_checkpoint_whose_model_does_not_fit_its_config_is_refused(
+    learner: OnlineLearner, tmp_path: Path
+) -> None:
+    save_checkpoint(learner, tmp_path / "m.pt")
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    del payload["model"]["wide.bias.weight"]
+    torch.save(payload, tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match="does not fit its config"):
+        load_for_prediction(tmp_path / "m.pt")
 
 
 def test_a_checkpoint_from_before_the_text_score_still_loads_as_the_model_it_was(
