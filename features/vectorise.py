@@ -66,6 +66,11 @@ def _hashed(values: Sequence[str], namespace: str) -> torch.Tensor:
     return torch.tensor([stable_hash(v, namespace) for v in values], dtype=torch.int64)
 
 
+def _repeated_hash(value: str, n: int, namespace: str) -> torch.Tensor:
+    """``_hashed([value] * n, namespace)`` with one hash (serving's user column)."""
+    return torch.full((n,), stable_hash(value, namespace), dtype=torch.int64)
+
+
 def _float32(column: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(column, dtype=np.float32))
 
@@ -91,7 +96,7 @@ class FeatureEncoder:
         groups: dict[tuple[str, ...], int] = {}
         owner = [groups.setdefault(f.recent_clicks, len(groups)) for f in features]
         return self._assemble(
-            [i.user_id for i in impressions],
+            _hashed([i.user_id for i in impressions], "user"),
             [i.item_id for i in impressions],
             [f.category for f in features],
             (list(groups), np.asarray(owner, np.int64)),
@@ -114,7 +119,7 @@ class FeatureEncoder:
             raise ConfigError(f"{n} candidates but {len(features)} feature rows")
         clock = np.tile(np.array(clock_row(0, ts), np.float64), (n, 1))
         return self._assemble(
-            [user_id] * n,
+            _repeated_hash(user_id, n, "user"),
             item_ids,
             features.categories,
             ([features.recent_clicks], np.zeros(n, np.int64)),
@@ -124,18 +129,18 @@ class FeatureEncoder:
 
     def _assemble(
         self,
-        user_ids: Sequence[str],
+        users: torch.Tensor,
         item_ids: Sequence[str],
         categories: Sequence[str],
         histories: tuple[list[tuple[str, ...]], np.ndarray],
         dense: np.ndarray,
         text_lookup: TextLookup,
     ) -> Batch:
-        """The ``Batch`` of raw columns; ``histories`` is (distinct recent-click tuples,
-        row -> index of its tuple)."""
+        """The ``Batch`` of raw columns; ``users`` is the hashed user column, ``histories``
+        (distinct recent-click tuples, row -> index of its tuple)."""
         text, has_text, interest = self._text(item_ids, *histories, text_lookup)
         return Batch(
-            user=_hashed(user_ids, "user"),
+            user=users,
             item=_hashed(item_ids, "item"),
             category=_hashed(categories, "category"),
             text=torch.from_numpy(text),
@@ -219,9 +224,6 @@ class FeatureEncoder:
             counts[filled] = np.add.reduceat(
                 known[history_index].astype(np.float64), starts[filled]
             )
-        interest = (totals / np.maximum(counts, 1.0)[:, None])[owner]
-        return (
-            np.ascontiguousarray(text, dtype=np.float32),
-            has_text,
-            interest.astype(np.float32),
-        )
+        # Cast each history's mean once, then index: serving repeats one history per row.
+        interest = (totals / np.maximum(counts, 1.0)[:, None]).astype(np.float32)[owner]
+        return np.ascontiguousarray(text, dtype=np.float32), has_text, interest

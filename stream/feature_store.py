@@ -97,14 +97,19 @@ return written
 
 # KEYS: users, catalog, shards set, watermark. ARGV: items-hash prefix, user, JSON array
 # of item ids (one argument rather than one per candidate: redis-py packs arguments in
-# Python, which cost more than the read itself at 100 candidates).
+# Python, which cost more than the read itself at 100 candidates), the one shard wanted
+# ('' or a shard that does not exist: every shard).
 # Returns {user value, watermark, catalog values, shard, its values, shard, ...}.
 _READ = """
 local ids = cjson.decode(ARGV[3])
 local out = {redis.call('HGET', KEYS[1], ARGV[2]), redis.call('GET', KEYS[4])}
 if #ids == 0 then return out end
 out[3] = redis.call('HMGET', KEYS[2], unpack(ids))
-for _, shard in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+local shards = {ARGV[4]}
+if ARGV[4] == '' or redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 0 then
+  shards = redis.call('SMEMBERS', KEYS[3])
+end
+for _, shard in ipairs(shards) do
   out[#out + 1] = shard
   out[#out + 1] = redis.call('HMGET', ARGV[1] .. shard, unpack(ids))
 end
@@ -302,7 +307,7 @@ class RedisFeatureStore:
         """
         keys = [self.users_key, self.catalog_key, self.shards_key, self.watermark_key]
         ids = json.dumps(list(item_ids), ensure_ascii=False)
-        reply = self._read(keys=keys, args=[self.items_prefix, user_id, ids])
+        reply = self._read(keys=keys, args=[self.items_prefix, user_id, ids, shard or ""])
         if ts is None:
             ts = datetime.now(UTC) if reply[1] is None else _from_micros(int(reply[1]))
         base: dict[str, Any] = {"version": 1, "users": {}, "items": {}, "catalog": {}}
@@ -315,8 +320,6 @@ class RedisFeatureStore:
                     t, _, category = _split(value)
                     base["catalog"][iid] = [t, category]
             replies = {_text(reply[j]): reply[j + 1] for j in range(3, len(reply), 2)}
-        if shard is not None and shard in replies:
-            replies = {shard: replies[shard]}
         parts = [
             FeatureState.from_dict({**base, "items": entries}, self.config).lookup_many(
                 user_id, item_ids, ts

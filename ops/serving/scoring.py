@@ -162,19 +162,16 @@ class Scorer:
                 return out, found
             rows = cache.rows
             missing = [i for i in dict.fromkeys(ids) if i not in rows]
-            fetched: dict[str, np.ndarray] = {}
             if missing:
                 vectors, known = self.vectors.get(version, missing, dim)
                 fetched = {i: v for i, v, k in zip(missing, vectors, known, strict=True) if k}
                 if len(rows) + len(fetched) > cache.limit:
                     cache.rows = rows = {}  # full: start over (other requests keep theirs)
                 rows.update(fetched)
-            for r, item_id in enumerate(ids):
-                row = fetched.get(item_id)
-                if row is None:
-                    row = rows.get(item_id)
-                if row is not None:
-                    out[r], found[r] = row, True
+            hits = [rows.get(i) for i in ids]
+            found = np.fromiter((row is not None for row in hits), bool, len(ids))
+            if found.any():  # one gather in C, not a row assignment per candidate
+                out[found] = np.stack([row for row in hits if row is not None])
             return out, found
 
         return lookup
