@@ -28,13 +28,9 @@ from driftrec.ops.demo import (
 from driftrec.ops.infra.process import ManagedProcess
 from driftrec.ops.settings import Settings
 
+from tests.ops.real_processes import free_port
+
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -44,8 +40,8 @@ def demo(isolated: Settings, redis_prefix: str, tmp_path: Path) -> Iterator[Sett
             "redis_prefix": redis_prefix,
             "data_dir": tmp_path,
             "app_id": f"t{uuid.uuid4().hex[:8]}",
-            "serve_port": _free_port(),
-            "web_port": _free_port(),
+            "serve_port": free_port(),
+            "web_port": free_port(),
             "text_model": "hashing:32",
         }
     )

@@ -25,7 +25,7 @@ from driftrec.ops.serving.workers import FairShare, reuseport_socket, serve_work
 from driftrec.ops.settings import Settings
 from driftrec.ops.worker_process import settings_env
 
-from tests.ops.waiting import wait_for
+from tests.ops.real_processes import free_port, wait_for
 
 HOST = "127.0.0.1"
 
@@ -110,9 +110,7 @@ def test_workers_share_the_port_evenly_replace_a_dead_process_and_stop_together(
     live_settings: Settings, redis_prefix: str, tmp_path: Path
 ) -> None:
     settings = live_settings.model_copy(update={"redis_prefix": redis_prefix, "data_dir": tmp_path})
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     code = (
         "import sys; from driftrec.ops.serving.workers import serve_workers; "
         "from driftrec.ops.settings import Settings; "
@@ -181,9 +179,7 @@ def test_workers_share_the_port_evenly_replace_a_dead_process_and_stop_together(
 def test_a_process_that_fails_while_starting_stops_them_all(tmp_path: Path) -> None:
     # A Redis URL redis-py refuses: every API process exits while building its app.
     settings = Settings(redis_url="nosuch://x", data_dir=tmp_path)
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     started = time.monotonic()
     with pytest.raises(InfraError, match="exited with code 1 while starting"):
         serve_workers(settings, HOST, port, 2)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -24,6 +23,8 @@ from driftrec.ops.serving import create_app
 from driftrec.ops.settings import Settings
 from pydantic import SecretStr
 
+from tests.ops.real_processes import free_port
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # Starlette prefers httpx2, which is not installed
     from fastapi.testclient import TestClient
@@ -31,17 +32,11 @@ with warnings.catch_warnings():
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PrivateRedis:
     """A redis-server of this test's own, with no persistence: a restart comes back empty."""
 
     def __init__(self, tmp: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.tmp = tmp
         self.proc: subprocess.Popen[bytes] | None = None
 

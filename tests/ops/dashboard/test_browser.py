@@ -13,7 +13,6 @@ screenshot is saved in the test's temporary folder.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from driftrec.ops.settings import Settings
 from driftrec.ops.worker_process import WorkerProcess, settings_env
 from pydantic import SecretStr
 
-from tests.ops.waiting import wait_for
+from tests.ops.real_processes import free_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -44,12 +43,6 @@ def chromium() -> str:
             pytrace=False,
         )
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -1,12 +1,21 @@
-"""Waiting on a condition with a deadline, for tests that drive real processes."""
+"""Helpers for tests that drive real processes: a free port to give one, and waiting on
+a condition with a deadline."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def wait_for(
